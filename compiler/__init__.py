@@ -1,0 +1,1 @@
+"""amc.compiler: the pipeline from checkpoint to bundle and patch blob, and the CLI."""
