@@ -51,6 +51,7 @@ class ModelConfig:
     arbitrator_hidden: int = 16
     backlog_scale_ms: float = 100.0        # arbitrator input is backlog_ms / backlog_scale_ms
     route_threshold: float = 0.5           # fast when P(fast) > threshold
+    nominal_mflops: float = 40.0           # processor speed (MFLOP/s) the arbitrator was trained for
 
     @property
     def state_dim(self) -> int:

@@ -1,0 +1,80 @@
+"""`amc train`, `amc eval`, `amc simulate`: the model half."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from amc.compiler.cli.output import print_json, progress_bar, stderr
+
+Model = typer.Argument(None, help="Checkpoint directory or compiled bundle (default: the shipped reference model).",
+                       exists=True, file_okay=False)
+Data = typer.Option(..., "--data", help="Audio folder (WAV 16 kHz mono + metadata.jsonl).", exists=True,
+                    file_okay=False)
+Route = typer.Option("arbitrator", "--route", help="arbitrator, slow or fast.")
+Json = typer.Option(False, "--json", help="Print the result as one JSON object.")
+
+
+def train(
+    data: Path = typer.Option(..., "--data", exists=True, file_okay=False,
+                              help="Corpus folder with train/ and dev/ audio folders (amc data synth)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint directory to write."),
+    variant: str = typer.Option("factorized", help="Fast branch: factorized (W ~ U V) or sparse."),
+    hidden: int = typer.Option(256, help="LSTM state width."),
+    rank: int = typer.Option(48, help="Rank of the factorized fast branch."),
+    density: float = typer.Option(0.15, help="Density of the sparse fast branch."),
+    slow_epochs: int = typer.Option(12), fast_epochs: int = typer.Option(4), joint_epochs: int = typer.Option(4),
+    joint_utterances: int = typer.Option(0, help="Utterances per joint epoch (0: all)."),
+    mflops: float = typer.Option(40.0, help="Simulated processor speed (MFLOP/s) for the backlog."),
+    amr_weight: float = typer.Option(1.0, help="Weight of L_amr; 0 trains the ablation without it."),
+    cost_weight: float = typer.Option(0.3, help="Weight of the compute-cost term."),
+    seed: int = typer.Option(0),
+    init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                        help="Take the slow branch from this checkpoint and skip its training."),
+    json_out: bool = Json,
+) -> None:
+    """Train a branched encoder end to end (slow, fast, joint with the arbitrator)."""
+    from amc.model.train import TrainSettings, train_checkpoint
+
+    settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
+                             joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
+                             cost_weight=cost_weight, seed=seed)
+    with progress_bar(not json_out) as report:
+        result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density, init=init,
+                                  report=report, log=lambda entry: stderr.print(entry))
+    print_json(result) if json_out else stderr.print(f"wrote {result['checkpoint']} (dev CER {result['dev_cer']}%)")
+
+
+def evaluate(model: Optional[Path] = Model, data: Path = Data, route: str = Route,
+             mflops: Optional[float] = typer.Option(None, help="Processor speed for the backlog (default: the model's)."),
+             json_out: bool = Json) -> None:
+    """Character and word error rate, fast-branch fraction and MFLOPs per frame, streaming."""
+    from amc.model.simulate import evaluate_path
+
+    with progress_bar(not json_out) as report:
+        result = evaluate_path(model, data, route, mflops, report=report)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"CER {result['cer']:.2f}%  WER {result['wer']:.2f}%  fast {100 * result['fast_fraction']:.1f}% of "
+               f"{result['frames']} frames  {result['mflops_per_frame']:.3f} MFLOPs/frame  ({result['route']})")
+
+
+def simulate(model: Optional[Path] = Model, data: Path = Data,
+             mflops: float = typer.Option(..., "--mflops", help="Simulated processor speed, MFLOP/s."),
+             route: str = Route, plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG timeline."),
+             json_out: bool = Json) -> None:
+    """Real-time streaming on a processor of MFLOPS: end-of-utterance latency and real-time factor."""
+    from amc.model.simulate import simulate_path
+
+    with progress_bar(not json_out) as report:
+        result = simulate_path(model, data, mflops, route, plot, report=report)
+    if json_out:
+        print_json(result)
+        return
+    latency = result["latency_ms"]
+    typer.echo(f"end-of-utterance latency p50 {latency['p50']:.1f} ms  p90 {latency['p90']:.1f} ms  "
+               f"max {latency['max']:.1f} ms  real-time factor {result['realtime_factor']:.2f}  "
+               f"fast {100 * result['fast_fraction']:.1f}%  ({result['route']} at {mflops:g} MFLOP/s)")

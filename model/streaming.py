@@ -1,0 +1,71 @@
+"""Stream a batch of utterances frame by frame through the branched encoder, with the backlog
+simulated along each one. Training (soft, Gumbel-softmax routes) and evaluation (hard routes)
+share this loop, so what is trained is what is measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from amc.model.branched import BranchedEncoder
+from amc.model.routing import BranchCosts, advance_backlog, choose_fast
+
+ROUTE_MODES = ("arbitrator", "slow", "fast")
+
+
+@dataclass
+class StreamResult:
+    logits: torch.Tensor     # (batch, time, vocab)
+    p_fast: torch.Tensor     # (batch, time): the fast share of each frame (0/1 when hard)
+    backlog_ms: torch.Tensor  # (batch, time): backlog seen before each frame
+    mask: torch.Tensor       # (batch, time): 1 on real frames
+
+
+def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route: str,
+           costs_ms: BranchCosts, tau: float | None = None) -> StreamResult:
+    """x (batch, time, frame_dim). With `tau`, routes are soft Gumbel-softmax samples at that
+    temperature (training); without, the device's hard rule."""
+    if route not in ROUTE_MODES:
+        raise ValueError(route)
+    config = model.config
+    batch, steps, _ = x.shape
+    frames = model.normalize(x)
+    h, c = model.initial_state(batch)
+    backlog = x.new_zeros(batch, 1)
+    mask = (torch.arange(steps)[None, :] < lengths[:, None]).to(x.dtype)
+    tops, shares, backlogs = [], [], []
+    for t in range(steps):
+        frame = frames[:, t]
+        backlog = backlog * mask[:, t:t + 1]
+        backlogs.append(backlog[:, 0])
+        if route == "arbitrator":
+            logits = model.arbitrator(frame, backlog / config.backlog_scale_ms, h)
+            if tau is None:
+                p = choose_fast(logits, config.route_threshold).to(x.dtype)[:, None]
+            else:
+                p = F.gumbel_softmax(logits, tau=tau, hard=False)[:, 1:2]
+        else:
+            p = x.new_full((batch, 1), 1.0 if route == "fast" else 0.0)
+        h, c = _mix(model, frame, h, c, p)
+        tops.append(h[:, -config.hidden:])
+        shares.append(p[:, 0])
+        share = p.detach()
+        cost = (1 - share) * costs_ms.slow + share * costs_ms.fast
+        if route == "arbitrator":
+            cost = cost + costs_ms.arbitrator
+        backlog = advance_backlog(backlog, cost, config.features.frame_ms)
+    logits = model.head(torch.stack(tops, dim=1))
+    return StreamResult(logits, torch.stack(shares, dim=1), torch.stack(backlogs, dim=1), mask)
+
+
+def _mix(model: BranchedEncoder, frame, h, c, p):
+    """Run the branch(es) the routes need and mix their states by the fast share p."""
+    if not p.requires_grad and bool((p == 0).all()):
+        return model.slow.step(frame, h, c)
+    if not p.requires_grad and bool((p == 1).all()):
+        return model.fast.step(frame, h, c)
+    hs, cs = model.slow.step(frame, h, c)
+    hf, cf = model.fast.step(frame, h, c)
+    return (1 - p) * hs + p * hf, (1 - p) * cs + p * cf

@@ -1,0 +1,220 @@
+"""AmNet training of the branched encoder, in three phases:
+
+1. slow: the full LSTM stack alone, CTC, through the fused kernel;
+2. fast: the lean branch initialised from the slow one (truncated SVD for `factorized`,
+   magnitude pruning for `sparse`, pruned gradually to its density) and trained alone;
+3. joint: end to end, frame by frame, both branches on every frame, the arbitrator's route a
+   Gumbel-softmax whose temperature is annealed until routing is essentially binary. The backlog
+   is simulated along each utterance from the branch costs and the processor speed. Loss: CTC of
+   the routed model (plus CTC of each branch alone, so either can run any frame), a compute-cost
+   term, and L_amr, the penalty for routing to the fast branch while there is no significant
+   backlog."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from amc.model.branched import BranchedEncoder, FactorizedProjection, SparseProjection
+from amc.model.config import ModelConfig
+from amc.model.dataset import Batch, FeatureSet, batches
+from amc.model.routing import branch_costs
+from amc.model.streaming import stream
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    slow_epochs: int = 12
+    fast_epochs: int = 4
+    joint_epochs: int = 4
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    joint_learning_rate: float = 5e-4
+    mflops: float = 40.0              # simulated processor speed the arbitrator learns to keep up on
+    cost_weight: float = 0.3
+    amr_weight: float = 1.0           # 0 trains the ablation without L_amr
+    amr_backlog_ms: float = 10.0      # "significant backlog"
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    joint_utterances: int = 0         # 0: all; else a random subset per joint epoch
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def ctc(logits: torch.Tensor, batch: Batch, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)
+    return F.ctc_loss(log_probs, batch.targets, batch.lengths if lengths is None else lengths,
+                      batch.target_lengths, blank=0, zero_infinity=True)
+
+
+def set_feature_statistics(model: BranchedEncoder, data: FeatureSet) -> None:
+    frames = torch.cat(data.features)
+    model.feature_mean.copy_(frames.mean(0))
+    model.feature_std.copy_(frames.std(0).clamp(min=1e-3))
+
+
+def init_fast_from_slow(model: BranchedEncoder) -> None:
+    """The lean branch starts as a compression of the slow one."""
+    for slow, fast in zip(model.slow.projections, model.fast.projections):
+        weight, bias = slow.linear.weight.detach(), slow.linear.bias.detach()
+        if isinstance(fast, FactorizedProjection):
+            u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+            rank = fast.down.weight.shape[0]
+            root = s[:rank].sqrt()
+            fast.up.weight.data.copy_(u[:, :rank] * root)
+            fast.down.weight.data.copy_(root[:, None] * vh[:rank])
+        else:
+            fast.linear.weight.data.copy_(weight)
+            fast.mask.fill_(1.0)
+        fast.linear.bias.data.copy_(bias)
+
+
+def prune_to(model: BranchedEncoder, density: float) -> None:
+    """Keep the largest-magnitude fraction `density` of every sparse matrix."""
+    for projection in model.fast.projections:
+        if isinstance(projection, SparseProjection):
+            magnitude = (projection.linear.weight * projection.mask).abs().flatten()
+            keep = max(1, int(round(density * magnitude.numel())))
+            threshold = magnitude.kthvalue(magnitude.numel() - keep + 1).values
+            projection.mask.copy_((projection.linear.weight.abs() >= threshold).float() * projection.mask)
+
+
+def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, settings: TrainSettings,
+          report=None, log=None, init: BranchedEncoder | None = None) -> tuple[BranchedEncoder, dict]:
+    """Returns the trained model and a history of per-epoch losses and dev CER. With `init`, the
+    slow branch, head and feature statistics are taken from that model and phase 1 is skipped."""
+    from amc.model.evaluate import evaluate_model
+
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    model = BranchedEncoder(config)
+    set_feature_statistics(model, train_data)
+    if init is not None:
+        model.slow.load_state_dict(init.slow.state_dict())
+        model.head.load_state_dict(init.head.state_dict())
+        model.feature_mean.copy_(init.feature_mean)
+        model.feature_std.copy_(init.feature_std)
+        settings = replace(settings, slow_epochs=0)
+    history: dict = {"settings": settings.to_json(), "epochs": []}
+    log = log or (lambda message: None)
+    total_epochs = settings.slow_epochs + settings.fast_epochs + settings.joint_epochs
+    epoch_counter = 0
+
+    def finish_epoch(phase: str, loss: float, started: float, route: str) -> None:
+        nonlocal epoch_counter
+        epoch_counter += 1
+        model.eval()
+        dev = evaluate_model(model, dev_data, route=route, mflops=settings.mflops)
+        model.train()
+        entry = {"phase": phase, "epoch": epoch_counter, "loss": round(loss, 4), "dev_cer": round(dev["cer"], 2),
+                 "fast_fraction": round(dev["fast_fraction"], 3), "seconds": round(time.time() - started, 1)}
+        history["epochs"].append(entry)
+        log(entry)
+        if report:
+            report("training", epoch_counter, total_epochs)
+
+    # phase 1: the slow branch alone
+    params = list(model.slow.parameters()) + list(model.head.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
+    schedule = _cosine(optimizer, settings.slow_epochs)
+    model.train()
+    for _ in range(settings.slow_epochs):
+        started, losses = time.time(), []
+        for batch in batches(train_data, settings.batch_size, config, rng):
+            loss = ctc(model.sequence_logits("slow", batch.x), batch)
+            _step(optimizer, loss, params)
+            losses.append(loss.item())
+        schedule.step()
+        finish_epoch("slow", sum(losses) / len(losses), started, "slow")
+
+    # phase 2: the fast branch alone, starting as a compression of the slow one
+    init_fast_from_slow(model)
+    params = list(model.fast.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.learning_rate / 2)
+    for epoch in range(settings.fast_epochs):
+        if config.fast_variant == "sparse":   # prune gradually: density falls geometrically to its target
+            prune_to(model, config.fast_density ** ((epoch + 1) / settings.fast_epochs))
+        started, losses = time.time(), []
+        for batch in batches(train_data, settings.batch_size, config, rng):
+            loss = ctc(model.sequence_logits("fast", batch.x), batch)
+            _step(optimizer, loss, params)
+            losses.append(loss.item())
+        finish_epoch("fast", sum(losses) / len(losses), started, "fast")
+
+    # phase 3: joint, routed frame by frame, backlog simulated
+    costs = branch_costs(model)
+    costs_ms = costs.ms(settings.mflops)
+    history["costs_mflops"] = costs.to_json()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.joint_learning_rate)
+    for epoch in range(settings.joint_epochs):
+        fraction = epoch / max(1, settings.joint_epochs - 1)
+        tau = settings.tau_start * (settings.tau_end / settings.tau_start) ** fraction
+        subset = train_data
+        if settings.joint_utterances and settings.joint_utterances < len(train_data):
+            subset = train_data.subset(rng.sample(range(len(train_data)), settings.joint_utterances))
+        started, losses = time.time(), []
+        for batch in batches(subset, settings.batch_size, config, rng):
+            result = stream(model, batch.x, batch.lengths, "arbitrator", costs_ms, tau=tau)
+            frames = result.mask.sum()
+            p_fast = result.p_fast * result.mask
+            cost = ((1 - p_fast) * costs.slow + p_fast * costs.fast).sum() / frames / costs.slow
+            idle = (result.backlog_ms < settings.amr_backlog_ms).to(p_fast.dtype)
+            amr = (p_fast * idle).sum() / frames
+            loss = (ctc(result.logits, batch)
+                    + 0.5 * ctc(model.sequence_logits("slow", batch.x), batch)
+                    + 0.5 * ctc(model.sequence_logits("fast", batch.x), batch)
+                    + settings.cost_weight * cost + settings.amr_weight * amr)
+            _step(optimizer, loss, params)
+            losses.append(loss.item())
+        finish_epoch(f"joint tau={tau:.2f}", sum(losses) / len(losses), started, "arbitrator")
+    model.eval()
+    return model, history
+
+
+def _step(optimizer, loss, params) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    optimizer.step()
+
+
+def _cosine(optimizer, epochs: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(e, epochs) / max(1, epochs))))
+
+
+def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", settings: TrainSettings = TrainSettings(),
+                     hidden: int = 256, rank: int = 48, density: float = 0.15, init: Path | None = None,
+                     report=None, log=None) -> dict:
+    """Train on DATA/train (dev CER on DATA/dev) and write a checkpoint directory to `out`."""
+    from amc.model.checkpoint import load_checkpoint, save_checkpoint
+    from amc.model.corpus.text import ALPHABET
+    from amc.model.dataset import load_features
+
+    config = ModelConfig(vocabulary=("_",) + tuple(ALPHABET), hidden=hidden, fast_variant=variant,
+                         fast_rank=rank, fast_density=density, nominal_mflops=settings.mflops)
+    config.validate()
+    data_dir = Path(data_dir)
+    train_data = load_features(data_dir / "train", config.features, report)
+    dev_data = load_features(data_dir / "dev", config.features, report)
+    started = time.time()
+    base = None
+    if init is not None:
+        base = load_checkpoint(init)
+        config = replace(config, hidden=base.config.hidden, layers=base.config.layers)
+    model, history = train(config, train_data, dev_data, settings, report=report, log=log, init=base)
+    history["train_seconds"] = round(time.time() - started, 1)
+    history["train_utterances"] = len(train_data)
+    save_checkpoint(model, out, extra=history)
+    return {"checkpoint": str(out), "train_seconds": history["train_seconds"],
+            "dev_cer": history["epochs"][-1]["dev_cer"] if history["epochs"] else None,
+            "epochs": history["epochs"]}
