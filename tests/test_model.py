@@ -1,0 +1,111 @@
+"""The branched encoder: step graphs agree with whole-sequence training, branches share state,
+compression inits, costs, checkpoints and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amc.compiler.errors import InputError
+from amc.model.branched import BranchedEncoder
+from amc.model.checkpoint import load_checkpoint, save_checkpoint
+from amc.model.routing import branch_costs
+from amc.model.train import init_fast_from_slow, prune_to
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("variant", ["factorized", "sparse"])
+@pytest.mark.parametrize("route", ["slow", "fast"])
+def test_step_graph_matches_fused_sequence(variant, route):
+    torch.manual_seed(1)
+    model = BranchedEncoder(tiny_config(fast_variant=variant)).eval()
+    x = torch.randn(3, 12, 120)
+    whole = model.sequence_logits(route, x)
+    step = model.step_module(route)
+    h, c = model.initial_state(3)
+    frames = []
+    for t in range(12):
+        logits, h, c = step(x[:, t], h, c)
+        frames.append(logits)
+    assert torch.allclose(torch.stack(frames, dim=1), whole, atol=1e-5)
+
+
+def test_branches_share_state_layout(tiny_model):
+    x = torch.randn(1, 120)
+    h, c = tiny_model.initial_state()
+    _, hs, cs = tiny_model.step_module("slow")(x, h, c)
+    _, hf, cf = tiny_model.step_module("fast")(x, hs, cs)     # switching branch mid-stream is legal
+    assert hs.shape == hf.shape == (1, tiny_model.config.state_dim)
+    assert not torch.allclose(hs, hf)
+
+
+def test_full_rank_factorization_reproduces_slow_branch():
+    torch.manual_seed(2)
+    config = tiny_config(fast_rank=64)          # full rank min(4H, in + H) of the second layer only
+    model = BranchedEncoder(config).eval()
+    init_fast_from_slow(model)
+    slow_w = model.slow.projections[1].effective_weight()
+    fast_w = model.fast.projections[1].effective_weight()
+    assert torch.allclose(slow_w, fast_w, atol=1e-4)
+    first_error = (model.slow.projections[0].effective_weight() - model.fast.projections[0].effective_weight()).norm()
+    assert first_error > 1e-3                    # the first layer (in + H = 152 > 64) really is truncated
+
+
+def test_pruning_reaches_density_and_keeps_largest():
+    torch.manual_seed(3)
+    model = BranchedEncoder(tiny_config(fast_variant="sparse")).eval()
+    init_fast_from_slow(model)
+    prune_to(model, 0.25)
+    for projection in model.fast.projections:
+        assert abs(projection.density() - 0.25) < 0.01
+        kept = projection.linear.weight.abs()[projection.mask.bool()]
+        dropped = projection.linear.weight.abs()[~projection.mask.bool()]
+        assert kept.min() >= dropped.max()
+
+
+def test_fast_branch_costs_less_and_sparse_counts_kept_weights():
+    factorized = branch_costs(BranchedEncoder(tiny_config(hidden=64, fast_rank=8)))
+    assert factorized.fast < 0.5 * factorized.slow
+    assert 0 < factorized.arbitrator < factorized.fast
+    sparse_model = BranchedEncoder(tiny_config(hidden=64, fast_variant="sparse"))
+    dense = branch_costs(sparse_model)
+    prune_to(sparse_model, 0.2)
+    pruned = branch_costs(sparse_model)
+    assert dense.fast == pytest.approx(dense.slow)
+    assert pruned.fast < 0.35 * pruned.slow
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_model):
+    save_checkpoint(tiny_model, tmp_path / "ckpt", extra={"note": "test"})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.config == tiny_model.config
+    for name, tensor in tiny_model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name])
+
+
+def _edit_config(path, **changes):
+    body = json.loads((path / "config.json").read_text())
+    body.update(changes)
+    (path / "config.json").write_text(json.dumps(body))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden": 48}, "has shape"),
+    ({"architecture": "transformer"}, "unknown architecture"),
+    ({"dropout": 0.1}, "unknown key 'dropout'"),
+    ({"fast_variant": "pruned"}, "fast_variant"),
+])
+def test_bad_checkpoints_are_named(tmp_path, tiny_model, change, message):
+    save_checkpoint(tiny_model, tmp_path / "ckpt")
+    _edit_config(tmp_path / "ckpt", **change)
+    with pytest.raises(InputError, match=message):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_missing_weights_file(tmp_path, tiny_model):
+    save_checkpoint(tiny_model, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="model.safetensors: missing"):
+        load_checkpoint(tmp_path / "ckpt")

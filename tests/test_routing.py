@@ -1,0 +1,60 @@
+"""The backlog recurrence, error rates and the streaming evaluator's bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from amc.model.decoding import edit_distance, error_rates, greedy_decode
+from amc.model.evaluate import backlog_trace, evaluate_model
+from amc.model.routing import BranchCosts, advance_backlog
+from tests.conftest import random_features
+
+
+def test_backlog_grows_by_the_overrun_and_never_goes_negative():
+    costs = BranchCosts(slow=40.0, fast=10.0, arbitrator=0.0)      # already in ms
+    trace = backlog_trace(np.array([False, False, False, True, True, True]), costs, 30.0, arbitrated=False)
+    assert trace.tolist() == [0.0, 10.0, 20.0, 30.0, 10.0, 0.0]
+    assert advance_backlog(torch.tensor([5.0]), torch.tensor([10.0]), 30.0).item() == 0.0
+
+
+def test_costs_convert_to_milliseconds():
+    assert BranchCosts(2.0, 0.5, 0.1).ms(40.0) == BranchCosts(50.0, 12.5, 2.5)
+
+
+def test_error_rates():
+    assert edit_distance("kitten", "sitting") == 3
+    cer, wer = error_rates(["set a timer", "call anna"], ["set a timer", "call ana"])
+    assert cer == pytest.approx(100 * 1 / 20)
+    assert wer == pytest.approx(100 * 1 / 5)
+
+
+def test_greedy_decode_merges_repeats_and_drops_blanks():
+    vocabulary = ("_", "a", "b")
+    labels = [1, 1, 0, 1, 2, 2, 0]
+    logits = torch.nn.functional.one_hot(torch.tensor(labels), 3).float()
+    assert greedy_decode(logits, vocabulary) == "aab"
+
+
+@pytest.mark.parametrize("route, fast_fraction", [("slow", 0.0), ("fast", 1.0)])
+def test_forced_routes_cost_what_their_branch_costs(tiny_model, route, fast_fraction):
+    data = random_features(6)
+    result = evaluate_model(tiny_model, data, route=route, mflops=0.05)
+    costs = result["branch_mflops"]
+    assert result["fast_fraction"] == fast_fraction
+    assert result["mflops_per_frame"] == pytest.approx(costs[route], rel=1e-3)
+    # so slow a processor that every frame takes longer than 30 ms: the last frame waits for all the others
+    longest = max(len(f) for f in data.features)
+    per_frame_ms = 1000 * costs[route] / 0.05
+    assert per_frame_ms > 30.0
+    assert result["latency_ms"]["max"] == pytest.approx((longest - 1) * (per_frame_ms - 30.0), rel=1e-2)
+
+
+def test_arbitrated_stream_matches_its_own_backlog_bookkeeping(tiny_model):
+    data = random_features(4, seed=5)
+    result = evaluate_model(tiny_model, data, route="arbitrator", mflops=20.0, keep_traces=True)
+    costs_ms = BranchCosts(**result["branch_mflops"]).ms(20.0)
+    for trace in result["traces"]:
+        assert np.allclose(trace["backlog_ms"], backlog_trace(trace["fast"], costs_ms, 30.0, arbitrated=True))
+    assert 0.0 <= result["fast_fraction"] <= 1.0
