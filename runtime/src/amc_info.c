@@ -1,0 +1,62 @@
+/* Error names and the blob file table reader for hosts; neither is on the apply path. */
+#include <string.h>
+
+#include "amc_patch.h"
+
+const char *amc_strerror(int error)
+{
+    static const char *const names[] = {
+        "ok",
+        "bad argument or call order",
+        "malformed blob",
+        "length, count or offset out of bounds",
+        "blob truncated",
+        "integrity digest mismatch",
+        "signature rejected",
+        "target file is not the base of this blob",
+        "model version is not newer than the installed one",
+        "caller buffer too small for this blob",
+        "storage error",
+        "patched file does not have the expected sha256",
+        "another patch is half applied: resume or roll it back first",
+        "backup area no longer holds every touched page: rollback impossible, resume instead",
+        "no patch in progress",
+    };
+    unsigned code = (unsigned)(error < 0 ? -error : error);
+    return code < sizeof names / sizeof names[0] ? names[code] : "unknown error";
+}
+
+static uint32_t rd32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+int amc_blob_info(const uint8_t *blob, size_t len, uint64_t *version, unsigned *file_count,
+                  amc_file_info_t files[AMC_CONFIG_MAX_FILES])
+{
+    size_t pos = AMC_HEADER_SIZE;
+    unsigned i, n;
+    if (!blob || !version || !file_count || !files) return -AMC_E_ARG;
+    if (len < AMC_HEADER_SIZE) return -AMC_E_TRUNCATED;
+    if (memcmp(blob, "AMCP", 4) != 0 || (blob[4] | blob[5] << 8) != AMC_PATCH_FORMAT_VERSION)
+        return -AMC_E_FORMAT;
+    n = (unsigned)(blob[20] | blob[21] << 8);
+    if (n == 0 || n > AMC_CONFIG_MAX_FILES) return -AMC_E_BOUNDS;
+    *version = (uint64_t)rd32(blob + 12) << 32 | rd32(blob + 8);
+    *file_count = n;
+    for (i = 0; i < n; i++) {
+        unsigned name_len;
+        if (pos >= len) return -AMC_E_TRUNCATED;
+        name_len = blob[pos++];
+        if (name_len == 0 || name_len > AMC_NAME_MAX) return -AMC_E_BOUNDS;
+        if (len - pos < name_len + 68u) return -AMC_E_TRUNCATED;
+        memcpy(files[i].name, blob + pos, name_len);
+        files[i].name[name_len] = '\0';
+        pos += name_len;
+        files[i].size = rd32(blob + pos);
+        memcpy(files[i].base_sha256, blob + pos + 4, 32);
+        memcpy(files[i].new_sha256, blob + pos + 36, 32);
+        pos += 68;
+    }
+    return 0;
+}

@@ -1,0 +1,556 @@
+/*
+ * amc_patch.c - the streaming parser and the in-place, power-loss safe applier.
+ *
+ * The blob is parsed one byte at a time by a small state machine (so any chunking works and
+ * no field is ever read past what arrived); every length is checked before it is used.
+ * Region operations land in one page buffer; a page is written back through the journal:
+ *   backup: copy the old page to backup slot (seq % backup_pages), persist (APPLYING, seq, 1)
+ *   write:  erase the page, write the new content
+ * so after a cut the page is rebuilt from its backup (resume) or restored from it (rollback).
+ * docs/patch-format.md describes the format and this protocol.
+ */
+#include <string.h>
+
+#include "amc_patch.h"
+
+/* Fuzz builds skip the sha256 comparisons so that random inputs reach the apply path. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define CHECK_HASHES 0
+#else
+#define CHECK_HASHES 1
+#endif
+
+enum parse_state {
+    ST_HEADER, ST_NAME_LEN, ST_NAME, ST_FSIZE, ST_FBASE, ST_FNEW,
+    ST_RHEAD, ST_SCOUNT, ST_SGAP, ST_SVAL, ST_HPARAM, ST_HBUCKETS, ST_RAW,
+    ST_DIGEST, ST_SIG, ST_END
+};
+
+static uint32_t le32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static void put32(uint8_t *b, uint32_t v)
+{
+    unsigned i;
+    for (i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ---- hash of hash records ---------------------------------------------------------------- */
+
+uint32_t amc_hash_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+uint32_t amc_hash_index(uint32_t index, uint32_t seed)
+{
+    return amc_hash_mix32(index ^ amc_hash_mix32(seed));
+}
+
+/* ---- progress record --------------------------------------------------------------------- */
+
+static void record_check(const uint8_t rec[AMC_PROGRESS_SIZE], uint8_t out[32])
+{
+    amc_sha256_t s;
+    amc_sha256_init(&s);
+    amc_sha256_update(&s, rec, AMC_PROGRESS_SIZE - 4);
+    amc_sha256_final(&s, out);
+}
+
+static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *rec)
+{
+    const amc_storage_t *st = cfg->storage;
+    uint8_t check[32];
+    unsigned slot;
+    int found = 0;
+    memset(out, 0, sizeof *out);
+    for (slot = 0; slot < 2; slot++) {
+        uint32_t seq;
+        if (st->progress_read(st->ctx, slot, rec) < 0) return -AMC_E_IO;
+        record_check(rec, check);
+        if (memcmp(rec, "AMCJ", 4) != 0 || memcmp(rec + 60, check, 4) != 0) continue;
+        seq = le32(rec + 4);
+        if (found && (int32_t)(seq - out->seq) <= 0) continue;
+        found = 1;
+        out->seq = seq;
+        out->state = rec[8];
+        out->backup_valid = rec[9];
+        out->done_pages = le32(rec + 12);
+        out->installed_version = (uint64_t)le32(rec + 20) << 32 | le32(rec + 16);
+        memcpy(out->digest, rec + 24, 32);
+    }
+    return 0;
+}
+
+static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t backup_valid)
+{
+    const amc_storage_t *st = p->cfg->storage;
+    uint8_t *rec = p->fld, check[32];
+    amc_progress_t *g = &p->prog;
+    g->seq++;
+    g->state = state;
+    g->done_pages = done;
+    g->backup_valid = backup_valid;
+    memset(rec, 0, AMC_PROGRESS_SIZE);
+    memcpy(rec, "AMCJ", 4);
+    put32(rec + 4, g->seq);
+    rec[8] = state;
+    rec[9] = backup_valid;
+    put32(rec + 12, done);
+    put32(rec + 16, (uint32_t)g->installed_version);
+    put32(rec + 20, (uint32_t)(g->installed_version >> 32));
+    memcpy(rec + 24, g->digest, 32);
+    record_check(rec, check);
+    memcpy(rec + 60, check, 4);
+    return st->progress_write(st->ctx, g->seq & 1u, rec) < 0 ? -AMC_E_IO : 0;
+}
+
+int amc_patch_status(const amc_config_t *cfg, amc_progress_t *out)
+{
+    uint8_t rec[AMC_PROGRESS_SIZE];
+    if (!cfg || !cfg->storage || !out) return -AMC_E_ARG;
+    return load_progress(cfg, out, rec);
+}
+
+/* ---- storage helpers --------------------------------------------------------------------- */
+
+static int io(int rc) { return rc < 0 ? -AMC_E_IO : 0; }
+
+static int copy_page(amc_patch_t *p, unsigned file, uint32_t off, const uint8_t *buf)
+{
+    const amc_storage_t *st = p->cfg->storage;
+    if (st->erase && st->erase(st->ctx, file, off, p->cur_len) < 0) return -AMC_E_IO;
+    return io(st->write(st->ctx, file, off, buf, p->cur_len));
+}
+
+/* sha256 of file `file` (its first `size` bytes) into out, read through the page buffer. */
+static int hash_file(amc_patch_t *p, unsigned file, uint32_t size, uint8_t out[32])
+{
+    const amc_storage_t *st = p->cfg->storage;
+    uint32_t off = 0;
+    amc_sha256_init(&p->fsha);
+    while (off < size) {
+        uint32_t n = size - off < st->page_size ? size - off : st->page_size;
+        if (st->read(st->ctx, file, off, p->cfg->page_buf, n) < 0) return -AMC_E_IO;
+        amc_sha256_update(&p->fsha, p->cfg->page_buf, n);
+        off += n;
+    }
+    amc_sha256_final(&p->fsha, out);
+    return 0;
+}
+
+/* ---- the page walk ----------------------------------------------------------------------- */
+
+/* Write back the page in the buffer (apply pass only; resumed and rollback pages are skipped). */
+static int commit(amc_patch_t *p)
+{
+    if (p->pass != AMC_PASS_APPLY || p->skip || !p->cur_valid) return 0;
+    return copy_page(p, p->cur_file, p->cur_page, p->cfg->page_buf);
+}
+
+/* Make the page holding (file, off) the current page: commit the previous one, then load this
+ * one (apply), restore it from its backup (rollback) or skip it (already done). */
+static int touch(amc_patch_t *p, unsigned file, uint32_t off)
+{
+    const amc_config_t *cfg = p->cfg;
+    const amc_storage_t *st = cfg->storage;
+    uint32_t page = off & ~(st->page_size - 1u), slot_off;
+    int rc;
+    if (p->cur_valid && p->cur_file == file && p->cur_page == page) return 0;
+    if (p->cur_valid) {
+        if ((rc = commit(p)) != 0) return rc;
+        p->seq++;
+    }
+    p->cur_valid = 1;
+    p->cur_file = file;
+    p->cur_page = page;
+    p->cur_len = p->file_size[file] - page < st->page_size ? p->file_size[file] - page
+                                                             : st->page_size;
+    slot_off = (p->seq % st->backup_pages) * st->page_size;
+    p->skip = 1;
+    if (p->pass == AMC_PASS_ROLLBACK) {
+        if (p->seq >= p->limit) return 0;
+        if (st->read(st->ctx, AMC_BACKUP_FILE, slot_off, cfg->page_buf, p->cur_len) < 0)
+            return -AMC_E_IO;
+        return copy_page(p, file, page, cfg->page_buf);
+    }
+    if (p->pass != AMC_PASS_APPLY || p->seq < p->prog.done_pages) return 0;
+    p->skip = 0;
+    if (p->seq == p->prog.done_pages && p->prog.backup_valid)
+        return io(st->read(st->ctx, AMC_BACKUP_FILE, slot_off, cfg->page_buf, p->cur_len));
+    if (st->read(st->ctx, file, page, cfg->page_buf, p->cur_len) < 0) return -AMC_E_IO;
+    /* never overwrite the backup the progress record still points at */
+    if (p->prog.backup_valid && p->prog.done_pages != p->seq &&
+        p->prog.done_pages % st->backup_pages == p->seq % st->backup_pages &&
+        (rc = save_progress(p, AMC_STATE_APPLYING, p->seq, 0)) != 0)
+        return rc;
+    if ((rc = copy_page(p, AMC_BACKUP_FILE, slot_off, cfg->page_buf)) != 0) return rc;
+    return save_progress(p, AMC_STATE_APPLYING, p->seq, 1);
+}
+
+static int32_t load_elem(const uint8_t *s, unsigned esz)
+{
+    uint32_t u = 0, sign = 1u << (8 * esz - 1);
+    unsigned k = esz;
+    while (k--) u = u << 8 | s[k];
+    return (int32_t)((u ^ sign) - sign);
+}
+
+/* Add each element of the region its bucket's value, saturating. */
+static int apply_hash(amc_patch_t *p)
+{
+    uint32_t n = p->rlen >> p->shift, ms = amc_hash_mix32(p->seed), i = 0;
+    int64_t lim = ((int64_t)1 << (8 * p->esz - 1)) - 1;
+    while (i < n) {
+        uint32_t off = p->roff + (i << p->shift), h, b;
+        int64_t v;
+        uint8_t *e;
+        int rc = touch(p, p->file, off);
+        unsigned k;
+        if (rc) return rc;
+        if (p->skip) {
+            i = (p->cur_page + p->cur_len - p->roff) >> p->shift;
+            continue;
+        }
+        h = amc_hash_mix32(i ^ ms);
+        b = (uint32_t)(((uint64_t)h * p->nbuckets) >> 32);
+        v = load_elem(p->cfg->bucket_buf + (b << p->shift), p->esz);
+        if ((p->rflags & AMC_HASH_SIGNED) && (h & 1u)) v = -v;
+        e = p->cfg->page_buf + (off - p->cur_page);
+        v += load_elem(e, p->esz);
+        if (v > lim) v = lim;
+        if (v < -lim - 1) v = -lim - 1;
+        for (k = 0; k < p->esz; k++) e[k] = (uint8_t)((uint64_t)v >> (8 * k));
+        i++;
+    }
+    return 0;
+}
+
+/* Store `n` bytes of new content at (current record's file, off). */
+static int put_bytes(amc_patch_t *p, uint32_t off, const uint8_t *src, unsigned n)
+{
+    uint8_t v[4];   /* src is p->fld, which touch() reuses for the progress record */
+    int rc;
+    memcpy(v, src, n);
+    rc = touch(p, p->file, off);
+    if (rc == 0 && !p->skip) memcpy(p->cfg->page_buf + (off - p->cur_page), v, n);
+    return rc;
+}
+
+/* ---- the parser -------------------------------------------------------------------------- */
+
+static void expect(amc_patch_t *p, uint8_t st, uint32_t need, uint8_t *dst)
+{
+    p->st = st;
+    p->need = need;
+    p->got = 0;
+    p->dst = dst ? dst : p->fld;
+}
+
+static int next_record(amc_patch_t *p)
+{
+    if (p->ri++ < p->nrecords) {
+        expect(p, ST_RHEAD, AMC_RECORD_HEADER_SIZE, NULL);
+        return 0;
+    }
+    if (p->pos != p->hash_end) return -AMC_E_FORMAT;   /* bytes left over before the digest */
+    expect(p, ST_DIGEST, 32, NULL);
+    return 0;
+}
+
+static int end_record(amc_patch_t *p)
+{
+    if (p->pleft != 0) return -AMC_E_FORMAT;
+    return next_record(p);
+}
+
+static int parse_header(amc_patch_t *p)
+{
+    const uint8_t *h = p->fld;
+    uint64_t v = (uint64_t)le32(h + 12) << 32 | le32(h + 8);
+    if (memcmp(h, "AMCP", 4) != 0 || (h[4] | h[5] << 8) != AMC_PATCH_FORMAT_VERSION ||
+        (h[6] | h[7]) != 0 || le32(h + 28) != 0)
+        return -AMC_E_FORMAT;
+    p->nfiles = (uint32_t)(h[20] | h[21] << 8);
+    p->nrecords = le32(h + 24);
+    p->blob_len = le32(h + 16);
+    if (p->nfiles == 0 || p->nfiles > AMC_CONFIG_MAX_FILES || (h[22] | h[23]) != 0)
+        return -AMC_E_BOUNDS;
+    if (p->blob_len < AMC_HEADER_SIZE + AMC_TRAILER_SIZE + 70u * p->nfiles ||
+        p->blob_len > 0x7fffffffUL)
+        return -AMC_E_BOUNDS;
+    p->hash_end = p->blob_len - AMC_TRAILER_SIZE;
+    if (p->pass == AMC_PASS_VERIFY) {
+        uint64_t installed = p->prog.installed_version;
+        if (installed < p->cfg->min_version) installed = p->cfg->min_version;
+        if (v <= installed) return -AMC_E_VERSION;
+    }
+    p->version = v;
+    expect(p, ST_NAME_LEN, 1, NULL);
+    return 0;
+}
+
+static int parse_record_header(amc_patch_t *p)
+{
+    const uint8_t *h = p->fld;
+    uint32_t size;
+    p->kind = h[0];
+    p->file = h[1];
+    p->esz = h[2];
+    p->rflags = h[3];
+    p->roff = le32(h + 4);
+    p->rlen = le32(h + 8);
+    p->pleft = le32(h + 12);
+    p->shift = (uint8_t)(p->esz >> 1);
+    if (p->file >= p->nfiles) return -AMC_E_BOUNDS;
+    size = p->file_size[p->file];
+    if (p->kind < AMC_RECORD_SPARSE || p->kind > AMC_RECORD_RAW) return -AMC_E_FORMAT;
+    if (p->esz != 1 && p->esz != 2 && p->esz != 4) return -AMC_E_FORMAT;
+    if ((p->kind == AMC_RECORD_RAW && p->esz != 1) ||
+        p->rflags & ~(p->kind == AMC_RECORD_HASH ? AMC_HASH_SIGNED : 0u))
+        return -AMC_E_FORMAT;
+    if (p->rlen == 0 || p->rlen > size || p->roff > size - p->rlen ||
+        ((p->roff | p->rlen) & (p->esz - 1u)))
+        return -AMC_E_BOUNDS;
+    /* records are sorted by file then offset and never overlap */
+    if (p->file < p->prev_file || (p->file == p->prev_file && p->roff < p->prev_end))
+        return -AMC_E_FORMAT;
+    p->prev_file = p->file;
+    p->prev_end = p->roff + p->rlen;
+    if (p->pleft > p->hash_end - p->pos) return -AMC_E_BOUNDS;
+    p->first = 1;
+    if (p->kind == AMC_RECORD_SPARSE) {
+        expect(p, ST_SCOUNT, 4, NULL);
+    } else if (p->kind == AMC_RECORD_HASH) {
+        expect(p, ST_HPARAM, 8, NULL);
+    } else {
+        if (p->pleft != p->rlen) return -AMC_E_BOUNDS;
+        p->idx = 0;
+        expect(p, ST_RAW, 1, NULL);
+    }
+    return 0;
+}
+
+/* A field is complete: act on it and say what comes next. */
+static int step(amc_patch_t *p)
+{
+    uint8_t *f = p->fld;
+    uint8_t d[32];
+    int rc;
+    switch (p->st) {
+    case ST_HEADER:
+        return parse_header(p);
+    case ST_NAME_LEN:
+        if (f[0] == 0 || f[0] > AMC_NAME_MAX) return -AMC_E_BOUNDS;
+        expect(p, ST_NAME, f[0], NULL);
+        return 0;
+    case ST_NAME:
+        expect(p, ST_FSIZE, 4, NULL);
+        return 0;
+    case ST_FSIZE:
+        p->file_size[p->fi] = le32(f);
+        if (p->file_size[p->fi] == 0 || p->file_size[p->fi] > 0x7fffffffUL) return -AMC_E_BOUNDS;
+        expect(p, ST_FBASE, 32, p->pass == AMC_PASS_ROLLBACK ? p->file_sha[p->fi] : NULL);
+        return 0;
+    case ST_FBASE:
+        if (p->pass == AMC_PASS_VERIFY && !p->resuming) {
+            if ((rc = hash_file(p, p->fi, p->file_size[p->fi], d)) != 0) return rc;
+            if (CHECK_HASHES && memcmp(d, f, 32) != 0) return -AMC_E_BASE;
+        }
+        expect(p, ST_FNEW, 32, p->pass == AMC_PASS_ROLLBACK ? NULL : p->file_sha[p->fi]);
+        return 0;
+    case ST_FNEW:
+        if (++p->fi < p->nfiles) {
+            expect(p, ST_NAME_LEN, 1, NULL);
+            return 0;
+        }
+        return next_record(p);
+    case ST_RHEAD:
+        return parse_record_header(p);
+    case ST_SCOUNT:
+        p->count = le32(f);
+        if (p->count == 0 || p->count > (p->rlen >> p->shift)) return -AMC_E_BOUNDS;
+        p->gap = 0;
+        expect(p, ST_SGAP, 1, NULL);
+        return 0;
+    case ST_SVAL:
+        if ((rc = put_bytes(p, p->roff + (p->idx << p->shift), f, p->esz)) != 0) return rc;
+        if (--p->count) {
+            p->gap = 0;
+            expect(p, ST_SGAP, 1, NULL);
+            return 0;
+        }
+        return end_record(p);
+    case ST_HPARAM:
+        p->seed = le32(f);
+        p->nbuckets = le32(f + 4);
+        if (p->nbuckets == 0 || p->nbuckets > (p->cfg->bucket_buf_size >> p->shift))
+            return p->nbuckets == 0 ? -AMC_E_BOUNDS : -AMC_E_NOMEM;
+        if (p->pleft != p->nbuckets << p->shift) return -AMC_E_BOUNDS;
+        expect(p, ST_HBUCKETS, p->pleft, p->cfg->bucket_buf);
+        return 0;
+    case ST_HBUCKETS:
+        if ((rc = apply_hash(p)) != 0) return rc;
+        return end_record(p);
+    case ST_RAW:
+        if ((rc = put_bytes(p, p->roff + p->idx, f, 1)) != 0) return rc;
+        if (++p->idx < p->rlen) {
+            expect(p, ST_RAW, 1, NULL);
+            return 0;
+        }
+        return end_record(p);
+    case ST_DIGEST:
+        amc_sha256_final(&p->sha, d);
+        if (p->pass == AMC_PASS_VERIFY) memcpy(p->digest, d, 32);
+        if ((CHECK_HASHES && memcmp(d, f, 32) != 0) || memcmp(d, p->digest, 32) != 0)
+            return -AMC_E_DIGEST;
+        if (p->pass == AMC_PASS_VERIFY && (p->prog.state == AMC_STATE_APPLYING ||
+                                           p->prog.state == AMC_STATE_ROLLING_BACK)) {
+            if (memcmp(p->prog.digest, d, 32) != 0) return -AMC_E_BUSY;
+        }
+        expect(p, ST_SIG, 64, NULL);
+        return 0;
+    case ST_SIG:
+        if (p->pass == AMC_PASS_VERIFY &&
+            p->cfg->verify(p->cfg->verify_ctx, p->digest, f) != 0)
+            return -AMC_E_SIGNATURE;
+        p->st = ST_END;
+        return 0;
+    default:
+        return -AMC_E_FORMAT;
+    }
+}
+
+/* One varint byte of a sparse gap; on its last byte, the entry's index is known. */
+static int sparse_gap(amc_patch_t *p, uint8_t b)
+{
+    uint32_t n = p->rlen >> p->shift, base;
+    if (p->got >= 5 || (p->got == 4 && b > 0x0f)) return -AMC_E_BOUNDS;
+    p->gap |= (uint32_t)(b & 0x7f) << (7 * p->got);
+    p->got++;
+    if (b & 0x80) return 0;
+    base = p->first ? 0 : p->idx + 1;
+    if (base >= n || p->gap >= n - base) return -AMC_E_BOUNDS;
+    p->idx = base + p->gap;
+    p->first = 0;
+    expect(p, ST_SVAL, p->esz, NULL);
+    return 0;
+}
+
+static int feed(amc_patch_t *p, uint8_t b)
+{
+    if (p->st == ST_END) return -AMC_E_FORMAT;                     /* bytes past the end */
+    if (p->st < ST_DIGEST && p->pos >= p->hash_end) return -AMC_E_BOUNDS;
+    if (p->st >= ST_SCOUNT && p->st <= ST_RAW) {                   /* inside a payload */
+        if (p->pleft == 0) return -AMC_E_BOUNDS;
+        p->pleft--;
+    }
+    p->pos++;
+    if (p->st == ST_SGAP) return sparse_gap(p, b);
+    p->dst[p->got++] = b;
+    return p->got == p->need ? step(p) : 0;
+}
+
+int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
+{
+    const amc_storage_t *st;
+    uint8_t verified = 0, digest[32];
+    int rc;
+    if (!p) return -AMC_E_ARG;
+    if (pass != AMC_PASS_VERIFY && p->cfg == cfg && p->verified) {
+        verified = 1;
+        memcpy(digest, p->digest, 32);
+    }
+    memset(p, 0, sizeof *p);
+    p->cfg = cfg;
+    p->error = -AMC_E_ARG;
+    if (!cfg || !(st = cfg->storage) || !st->read || !st->write || !st->progress_read ||
+        !st->progress_write || !cfg->verify || !cfg->page_buf || st->page_size < 64 ||
+        (st->page_size & (st->page_size - 1u)) || st->backup_pages == 0 ||
+        (pass != AMC_PASS_VERIFY && !verified) || pass < 0 || pass > AMC_PASS_ROLLBACK)
+        return p->error;
+    p->error = 0;
+    p->pass = (uint8_t)pass;
+    memcpy(p->digest, digest, 32);
+    amc_sha256_init(&p->sha);
+    p->hash_end = AMC_HEADER_SIZE;
+    expect(p, ST_HEADER, AMC_HEADER_SIZE, NULL);
+    if ((rc = load_progress(cfg, &p->prog, p->fld)) != 0) return p->error = rc;
+    p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK;
+    if (pass == AMC_PASS_VERIFY) return 0;
+    p->verified = 1;
+    /* verify passed with this progress record, so a half-applied patch here is this blob */
+    if (pass == AMC_PASS_ROLLBACK) {
+        if (!p->resuming) return p->error = -AMC_E_STATE;
+        /* pages below limit have backups, and the backup of page `limit` may have been
+         * mid-write: all of them must sit in distinct slots */
+        p->limit = p->prog.done_pages + p->prog.backup_valid;
+        if (p->limit >= st->backup_pages) return p->error = -AMC_E_NOROLLBACK;
+        if (p->prog.state != AMC_STATE_ROLLING_BACK)
+            p->error = save_progress(p, AMC_STATE_ROLLING_BACK, p->prog.done_pages,
+                                     p->prog.backup_valid);
+        return p->error;
+    }
+    if (p->prog.state == AMC_STATE_ROLLING_BACK) return p->error = -AMC_E_BUSY;
+    if (!p->resuming) {
+        memcpy(p->prog.digest, digest, 32);
+        p->error = save_progress(p, AMC_STATE_APPLYING, 0, 0);   /* the first write */
+    }
+    return p->error;
+}
+
+int amc_patch_process(amc_patch_t *p, const uint8_t *data, size_t len)
+{
+    if (!p || (!data && len)) return -AMC_E_ARG;
+    while (len && !p->error) {
+        size_t take = len, i;
+        if (p->pos < p->hash_end) {
+            if (take > p->hash_end - p->pos) take = p->hash_end - p->pos;
+            amc_sha256_update(&p->sha, data, take);
+        }
+        for (i = 0; i < take && !p->error; i++) p->error = feed(p, data[i]);
+        data += take;
+        len -= take;
+    }
+    return p->error;
+}
+
+int amc_patch_finish(amc_patch_t *p)
+{
+    uint8_t d[32];
+    uint32_t i;
+    int rc;
+    if (!p) return -AMC_E_ARG;
+    if (p->error) goto out;
+    if (p->st != ST_END) {
+        p->error = -AMC_E_TRUNCATED;
+        goto out;
+    }
+    if (p->pass == AMC_PASS_VERIFY) {
+        p->verified = 1;
+        return 0;
+    }
+    /* the last page: no progress write after it (redoing it from its backup is harmless) */
+    if ((rc = commit(p)) != 0) goto fail;
+    for (i = 0; i < p->nfiles; i++) {
+        if ((rc = hash_file(p, i, p->file_size[i], d)) != 0) goto fail;
+        if (CHECK_HASHES && memcmp(d, p->file_sha[i], 32) != 0) {
+            rc = p->pass == AMC_PASS_APPLY ? -AMC_E_RESULT : -AMC_E_BASE;
+            goto fail;
+        }
+    }
+    if (p->pass == AMC_PASS_APPLY) p->prog.installed_version = p->version;
+    rc = save_progress(p, p->pass == AMC_PASS_APPLY ? AMC_STATE_DONE : AMC_STATE_IDLE, 0, 0);
+fail:
+    p->error = rc;
+out:
+    p->verified = 0;
+    return p->error;
+}

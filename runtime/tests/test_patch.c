@@ -1,0 +1,491 @@
+/*
+ * test_patch.c - the C side of the patch runtime tests, driven by fixture packs that the
+ * Python side writes (tests/test_runtime_*.py). The same program runs natively, under
+ * qemu-user and bare-metal under qemu-system-arm (files reach it through semihosting).
+ *
+ *   amc_patch_tests PACK...        run every case of every pack, print one line per suite
+ *   amc_patch_tests --bench PACK   time verify+apply of each case (host), print throughput
+ *
+ * Suites (per case flags): crosscheck (apply == new), reject (expected error, storage
+ * unchanged), powercut (cut at every operation, clean and torn; resume == new; rollback ==
+ * base; a second cut during resume), badblob (truncation at every byte, every bit flip).
+ * Output lines are `suite key=value ...`, parsed by the Python tests; exit status 0 = all good.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "amc_patch.h"
+#include "amc_simflash.h"
+#ifdef AMC_HAVE_SODIUM
+#include "amc_posix.h"
+#endif
+
+#ifndef MAX_FILE_BYTES
+#define MAX_FILE_BYTES (96u * 1024u)       /* all files of one case together */
+#endif
+#ifndef MAX_BLOB_BYTES
+#define MAX_BLOB_BYTES (64u * 1024u)
+#endif
+#define FLASH_BYTES (2u * MAX_FILE_BYTES + 64u * 1024u)
+#define BUCKET_BYTES 4096u
+
+#define F_POWERCUT 1u
+#define F_BADBLOB 2u
+#define F_SIG_TRUSTED 4u
+#define F_BYTE_WRITABLE 8u
+
+typedef struct test_case {
+    uint8_t expect_ok, nfiles, flags;
+    uint32_t page_size, backup_pages, bucket_buf_size;
+    int32_t expect_error;
+    uint64_t min_version;
+    uint32_t size[AMC_CONFIG_MAX_FILES];
+    uint8_t *base[AMC_CONFIG_MAX_FILES], *new_[AMC_CONFIG_MAX_FILES];
+    uint32_t blob_len;
+    uint8_t *blob;
+    const uint8_t *trusted_digest, *trusted_sig;   /* what the signer signed */
+} test_case_t;
+
+static uint8_t g_files[2 * MAX_FILE_BYTES];
+static uint8_t g_blob[MAX_BLOB_BYTES], g_mutant[MAX_BLOB_BYTES];
+static uint8_t g_flash[FLASH_BYTES], g_snapshot[FLASH_BYTES];
+static uint8_t g_snapshot_progress[2][AMC_PROGRESS_SIZE];
+static uint8_t g_page[8192], g_buckets[BUCKET_BYTES];
+static uint8_t g_public_key[32];
+static uint32_t g_rng = 0x2545F491u;
+
+static uint32_t rng(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 17;
+    g_rng ^= g_rng << 5;
+    return g_rng;
+}
+
+/* ---- fixture pack ------------------------------------------------------------------------ */
+
+static int rd(FILE *fp, void *dst, size_t n) { return fread(dst, 1, n, fp) == n ? 0 : -1; }
+
+static int rd32(FILE *fp, uint32_t *v)
+{
+    uint8_t b[4];
+    if (rd(fp, b, 4)) return -1;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+
+static int read_case(FILE *fp, test_case_t *c)
+{
+    uint8_t head[4];
+    uint32_t lo, hi, err, i, used = 0;
+    memset(c, 0, sizeof *c);
+    if (rd(fp, head, 4) || rd32(fp, &c->page_size) || rd32(fp, &c->backup_pages) ||
+        rd32(fp, &c->bucket_buf_size) || rd32(fp, &err) || rd32(fp, &lo) || rd32(fp, &hi))
+        return -1;
+    c->expect_ok = head[0];
+    c->nfiles = head[1];
+    c->flags = head[2];
+    c->expect_error = (int32_t)err;
+    c->min_version = (uint64_t)hi << 32 | lo;
+    if (c->nfiles == 0 || c->nfiles > AMC_CONFIG_MAX_FILES || c->page_size > sizeof g_page)
+        return -1;
+    for (i = 0; i < c->nfiles; i++) {
+        if (rd32(fp, &c->size[i]) || c->size[i] > MAX_FILE_BYTES - used) return -1;
+        c->base[i] = g_files + used;
+        c->new_[i] = g_files + MAX_FILE_BYTES + used;
+        if (rd(fp, c->base[i], c->size[i]) || rd(fp, c->new_[i], c->size[i])) return -1;
+        used += c->size[i];
+    }
+    if (rd32(fp, &c->blob_len) || c->blob_len > MAX_BLOB_BYTES) return -1;
+    c->blob = g_blob;
+    if (rd(fp, c->blob, c->blob_len)) return -1;
+    if (c->blob_len >= AMC_TRAILER_SIZE) {
+        c->trusted_digest = c->blob + c->blob_len - AMC_TRAILER_SIZE;
+        c->trusted_sig = c->trusted_digest + 32;
+    }
+    return 0;
+}
+
+/* ---- running a patch --------------------------------------------------------------------- */
+
+#ifndef AMC_HAVE_SODIUM
+/* Without libsodium (cross builds), the verifier knows which (digest, signature) pair the
+ * trusted key produced, as computed by the Python side: the same yes/no Ed25519 would give. */
+static int fixture_verify(void *ctx, const uint8_t digest[32], const uint8_t sig[64])
+{
+    const test_case_t *c = ctx;
+    if (!(c->flags & F_SIG_TRUSTED) || !c->trusted_digest) return -1;
+    return memcmp(digest, c->trusted_digest, 32) == 0 && memcmp(sig, c->trusted_sig, 64) == 0 ? 0 : -1;
+}
+#endif
+
+typedef struct rig {
+    amc_simflash_t flash;
+    amc_storage_t storage;
+    amc_config_t cfg;
+    uint32_t used;
+} rig_t;
+
+static int rig_init(rig_t *r, const test_case_t *c, uint32_t backup_pages)
+{
+    unsigned i;
+    if (amc_simflash_init(&r->flash, g_flash, sizeof g_flash, c->page_size, c->nfiles, c->size,
+                          backup_pages) != 0)
+        return -1;
+    r->flash.byte_writable = (c->flags & F_BYTE_WRITABLE) != 0;
+    for (i = 0; i < c->nfiles; i++) amc_simflash_load(&r->flash, i, c->base[i], c->size[i]);
+    r->used = r->flash.area_off[c->nfiles] + backup_pages * c->page_size;
+    amc_simflash_storage(&r->flash, &r->storage, backup_pages);
+    memset(&r->cfg, 0, sizeof r->cfg);
+    r->cfg.storage = &r->storage;
+#ifdef AMC_HAVE_SODIUM
+    r->cfg.verify = amc_verify_ed25519;
+    r->cfg.verify_ctx = g_public_key;
+#else
+    r->cfg.verify = fixture_verify;
+    r->cfg.verify_ctx = (void *)c;
+#endif
+    r->cfg.page_buf = g_page;
+    r->cfg.bucket_buf = g_buckets;
+    r->cfg.bucket_buf_size = c->bucket_buf_size ? c->bucket_buf_size : BUCKET_BYTES;
+    r->cfg.min_version = c->min_version;
+    return 0;
+}
+
+static int stream(amc_patch_t *p, const amc_config_t *cfg, int pass, const uint8_t *blob,
+                  uint32_t len)
+{
+    uint32_t off = 0;
+    int rc = amc_patch_begin(p, cfg, pass);
+    while (rc == 0 && off < len) {
+        uint32_t n = 1 + rng() % 97u;
+        if (n > len - off) n = len - off;
+        rc = amc_patch_process(p, blob + off, n);
+        off += n;
+    }
+    /* finish is always called */
+    {
+        int frc = amc_patch_finish(p);
+        return rc ? rc : frc;
+    }
+}
+
+/* verify, then apply (or roll back) */
+static int run(rig_t *r, int pass, const uint8_t *blob, uint32_t len)
+{
+    amc_patch_t p;
+    int rc = stream(&p, &r->cfg, AMC_PASS_VERIFY, blob, len);
+    if (rc) return rc;
+    return stream(&p, &r->cfg, pass, blob, len);
+}
+
+static int files_equal(const rig_t *r, const test_case_t *c, int want_new)
+{
+    unsigned i;
+    for (i = 0; i < c->nfiles; i++)
+        if (memcmp(r->flash.mem + r->flash.area_off[i], want_new ? c->new_[i] : c->base[i],
+                   c->size[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static void snapshot(const rig_t *r)
+{
+    memcpy(g_snapshot, r->flash.mem, r->used);
+    memcpy(g_snapshot_progress, r->flash.progress, sizeof g_snapshot_progress);
+}
+
+static int unchanged(const rig_t *r)
+{
+    return memcmp(g_snapshot, r->flash.mem, r->used) == 0 &&
+           memcmp(g_snapshot_progress, r->flash.progress, sizeof g_snapshot_progress) == 0 &&
+           r->flash.erases == 0 && r->flash.writes == 0 && r->flash.progress_writes == 0;
+}
+
+/* ---- suites ------------------------------------------------------------------------------ */
+
+typedef struct totals {
+    unsigned long cross_cases, cross_failed, reject_cases, reject_failed;
+    unsigned long cuts, torn_cuts, nested_cuts, corrupted, rollbacks, rollback_bad;
+    unsigned long truncations, flips, accepted, storage_changed;
+    unsigned long long file_bytes, erases, writes, progress_writes, patched_pages;
+} totals_t;
+
+static totals_t T;
+
+static void crosscheck(const test_case_t *c)
+{
+    rig_t r;
+    int rc;
+    T.cross_cases++;
+    if (rig_init(&r, c, c->backup_pages) != 0) {
+        T.cross_failed++;
+        return;
+    }
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    if (rc != 0 || !files_equal(&r, c, 1)) {
+        T.cross_failed++;
+        printf("FAIL crosscheck case rc=%d (%s)\n", rc, amc_strerror(rc));
+        return;
+    }
+    /* the same blob again is a replay */
+    {
+        amc_patch_t p;
+        r.flash.erases = r.flash.writes = r.flash.progress_writes = 0;
+        snapshot(&r);
+        rc = stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len);
+        if (rc != -AMC_E_VERSION || !unchanged(&r)) {
+            T.cross_failed++;
+            printf("FAIL replay accepted rc=%d\n", rc);
+        }
+    }
+}
+
+static void reject(const test_case_t *c)
+{
+    rig_t r;
+    int rc;
+    T.reject_cases++;
+    if (rig_init(&r, c, c->backup_pages) != 0) {
+        T.reject_failed++;
+        return;
+    }
+    snapshot(&r);
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    if (rc == 0 || (c->expect_error && rc != c->expect_error) || !unchanged(&r)) {
+        T.reject_failed++;
+        printf("FAIL reject: rc=%d (%s) expected %d (%s) unchanged=%d\n", rc, amc_strerror(rc),
+               (int)c->expect_error, amc_strerror(c->expect_error), unchanged(&r));
+    }
+}
+
+/* Cut power after `cut` operations (tearing the next one if `torn`); then reboot and finish
+ * (or roll back). `nested`: cut once more during the first resume. 1 = outcome exact. */
+static int cut_and_recover(const test_case_t *c, uint32_t backup_pages, uint32_t cut, int torn,
+                           int rollback, uint32_t nested)
+{
+    rig_t r;
+    int rc;
+    if (rig_init(&r, c, backup_pages) != 0) return 0;
+    r.flash.cut_after = cut;
+    r.flash.torn = torn;
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    amc_simflash_power_on(&r.flash);
+    if (rc == 0) return files_equal(&r, c, 1);     /* the cut came after the last operation */
+    if (nested) {
+        r.flash.ops = 0;
+        r.flash.cut_after = nested;
+        r.flash.torn = 1;
+        rc = run(&r, rollback ? AMC_PASS_ROLLBACK : AMC_PASS_APPLY, c->blob, c->blob_len);
+        amc_simflash_power_on(&r.flash);
+        if (rc == 0) return files_equal(&r, c, !rollback);   /* the second cut came too late */
+    }
+    if (rollback) {
+        amc_progress_t pr;
+        if (getenv("AMC_TEST_DEBUG") && amc_patch_status(&r.cfg, &pr) == 0)
+            printf("debug: page %lu bp %lu flags %u cut %lu ops %lu state %u done %lu backup %u\n", (unsigned long)c->page_size, (unsigned long)backup_pages, c->flags, (unsigned long)cut,
+                   (unsigned long)r.flash.ops, pr.state, (unsigned long)pr.done_pages, pr.backup_valid);
+        rc = run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len);
+        if (rc == -AMC_E_STATE) {           /* cut before the first write: base untouched */
+            if (amc_patch_status(&r.cfg, &pr) != 0 || pr.state == AMC_STATE_APPLYING) return 0;
+            return files_equal(&r, c, 0);
+        }
+        if (rc == -AMC_E_NOROLLBACK) {      /* not enough backup pages: resume must still work */
+            rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+            if (rc != 0) printf("FAIL resume after refused rollback rc=%d (%s)\n", rc, amc_strerror(rc));
+            return rc == 0 && files_equal(&r, c, 1);
+        }
+        if (rc != 0) printf("FAIL rollback rc=%d (%s)\n", rc, amc_strerror(rc));
+        return rc == 0 && files_equal(&r, c, 0);
+    }
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    if (rc != 0) printf("FAIL resume after cut %lu torn=%d: rc=%d (%s)\n", (unsigned long)cut,
+                        torn, rc, amc_strerror(rc));
+    return rc == 0 && files_equal(&r, c, 1);
+}
+
+static void powercut(const test_case_t *c)
+{
+    rig_t r;
+    uint32_t ops, cut, pages = 0, bp;
+    unsigned i;
+    if (rig_init(&r, c, c->backup_pages) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len)) {
+        T.corrupted++;
+        return;
+    }
+    ops = r.flash.ops;
+    for (i = 0; i < c->nfiles; i++) pages += (c->size[i] + c->page_size - 1) / c->page_size;
+    for (cut = 1; cut <= ops; cut++) {
+        int torn;
+        for (torn = 0; torn <= 1; torn++) {
+            T.cuts++;
+            T.torn_cuts += (unsigned long)torn;
+            if (!cut_and_recover(c, c->backup_pages, cut, torn, 0, 0)) {
+                T.corrupted++;
+                printf("FAIL powercut at op %lu/%lu torn=%d\n", (unsigned long)cut,
+                       (unsigned long)ops, torn);
+            }
+        }
+        /* a second cut during the resume */
+        T.nested_cuts++;
+        if (!cut_and_recover(c, c->backup_pages, cut, 1, 0, 1 + rng() % ops)) {
+            T.corrupted++;
+            printf("FAIL nested powercut at op %lu\n", (unsigned long)cut);
+        }
+        /* rollback with a backup area larger than the pages touched, and with the case's own */
+        for (bp = 0; bp < 2; bp++) {
+            T.rollbacks++;
+            if (!cut_and_recover(c, bp ? c->backup_pages : pages + 1, cut, (int)(cut & 1u), 1,
+                                 (cut % 3u) == 0 ? 1 + rng() % ops : 0)) {
+                T.rollback_bad++;
+                printf("FAIL rollback after cut %lu (backup pages %lu)\n", (unsigned long)cut,
+                       (unsigned long)(bp ? c->backup_pages : pages + 1));
+            }
+        }
+    }
+}
+
+static void badblob(const test_case_t *c)
+{
+    rig_t r;
+    uint32_t n, bit;
+    int rc;
+    memcpy(g_mutant, c->blob, c->blob_len);
+    if (rig_init(&r, c, c->backup_pages) != 0) return;
+    snapshot(&r);
+    for (n = 0; n < c->blob_len; n++) {               /* truncated at every byte */
+        T.truncations++;
+        rc = run(&r, AMC_PASS_APPLY, g_mutant, n);
+        if (rc == 0) T.accepted++;
+        if (!unchanged(&r)) {
+            T.storage_changed++;
+            rig_init(&r, c, c->backup_pages);
+        }
+    }
+    for (bit = 0; bit < c->blob_len * 8u; bit++) {    /* every single-bit flip */
+        T.flips++;
+        g_mutant[bit >> 3] ^= (uint8_t)(1u << (bit & 7));
+        rc = run(&r, AMC_PASS_APPLY, g_mutant, c->blob_len);
+        g_mutant[bit >> 3] ^= (uint8_t)(1u << (bit & 7));
+        if (rc == 0) {
+            T.accepted++;
+            printf("FAIL bit flip %lu accepted\n", (unsigned long)bit);
+        }
+        if (!unchanged(&r)) {
+            T.storage_changed++;
+            rig_init(&r, c, c->backup_pages);
+        }
+    }
+}
+
+static void account(const test_case_t *c)
+{
+    rig_t r;
+    unsigned i;
+    if (rig_init(&r, c, c->backup_pages) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len))
+        return;
+    for (i = 0; i < c->nfiles; i++) T.file_bytes += c->size[i];
+    T.erases += r.flash.erases;
+    T.writes += r.flash.writes;
+    T.progress_writes += r.flash.progress_writes;
+}
+
+static int bench(const test_case_t *c)
+{
+    rig_t r;
+    unsigned i, reps = 0;
+    unsigned long long bytes = 0, patched = 0;
+    clock_t t0 = clock(), t;
+    double secs;
+    do {
+        if (rig_init(&r, c, c->backup_pages) != 0 ||
+            run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0 || !files_equal(&r, c, 1))
+            return 1;
+        for (i = 0; i < c->nfiles; i++) bytes += c->size[i];
+        reps++;
+        t = clock();
+    } while ((t - t0) < CLOCKS_PER_SEC / 2 || reps < 3);
+    secs = (double)(t - t0) / CLOCKS_PER_SEC;
+    for (i = 0; i < c->nfiles; i++) {
+        uint32_t k;
+        for (k = 0; k < c->size[i]; k++) patched += c->base[i][k] != c->new_[i][k];
+    }
+    printf("bench file_bytes=%llu reps=%u seconds=%.4f bytes_per_second=%.0f erases=%lu "
+           "writes=%lu progress_writes=%lu bytes_written=%llu changed_bytes=%llu blob_bytes=%lu\n",
+           bytes / reps, reps, secs, (double)bytes / secs, (unsigned long)r.flash.erases,
+           (unsigned long)r.flash.writes, (unsigned long)r.flash.progress_writes,
+           (unsigned long long)r.flash.bytes_written, patched, (unsigned long)c->blob_len);
+    return 0;
+}
+
+static int run_pack(const char *path, int bench_mode)
+{
+    FILE *fp = fopen(path, "rb");
+    uint8_t magic[4];
+    uint32_t version, count, i;
+    test_case_t c;
+    int bad = 0;
+    if (!fp) {
+        printf("FAIL cannot open %s\n", path);
+        return 1;
+    }
+    if (rd(fp, magic, 4) || memcmp(magic, "AMCT", 4) || rd32(fp, &version) || version != 1 ||
+        rd32(fp, &count) || rd(fp, g_public_key, 32)) {
+        printf("FAIL bad pack %s\n", path);
+        fclose(fp);
+        return 1;
+    }
+    for (i = 0; i < count && !bad; i++) {
+        if (read_case(fp, &c) != 0) {
+            printf("FAIL bad case %lu in %s\n", (unsigned long)i, path);
+            bad = 1;
+            break;
+        }
+        if (bench_mode) {
+            bad |= bench(&c);
+            continue;
+        }
+        if (c.expect_ok) {
+            crosscheck(&c);
+            account(&c);
+        } else {
+            reject(&c);
+        }
+        if (c.flags & F_POWERCUT) powercut(&c);
+        if (c.flags & F_BADBLOB) badblob(&c);
+    }
+    fclose(fp);
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    int i, bad = 0, bench_mode = 0;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--bench") == 0) {
+            bench_mode = 1;
+            continue;
+        }
+        bad |= run_pack(argv[i], bench_mode);
+    }
+    if (argc < 2) {
+        printf("usage: amc_patch_tests [--bench] PACK...\n");
+        return 2;
+    }
+    if (!bench_mode) {
+        printf("crosscheck cases=%lu failed=%lu\n", T.cross_cases, T.cross_failed);
+        printf("reject cases=%lu failed=%lu\n", T.reject_cases, T.reject_failed);
+        printf("powercut cuts=%lu torn=%lu nested=%lu corrupted=%lu rollbacks=%lu rollback_bad=%lu\n",
+               T.cuts, T.torn_cuts, T.nested_cuts, T.corrupted, T.rollbacks, T.rollback_bad);
+        printf("badblob truncations=%lu flips=%lu accepted=%lu storage_changed=%lu\n",
+               T.truncations, T.flips, T.accepted, T.storage_changed);
+        printf("wear file_bytes=%llu erases=%llu writes=%llu progress_writes=%llu\n", T.file_bytes,
+               T.erases, T.writes, T.progress_writes);
+        bad |= T.cross_failed || T.reject_failed || T.corrupted || T.rollback_bad || T.accepted ||
+               T.storage_changed;
+    }
+    printf("RESULT %s\n", bad ? "fail" : "ok");
+    return bad ? 1 : 0;
+}
