@@ -227,6 +227,8 @@ def _encode_record(record: Record, files: list[PatchFile]) -> bytes:
         lo, hi = _value_range(record.elem_size)
         if not record.buckets or any(not lo <= v <= hi for v in record.buckets):
             raise InputError(f"hash buckets must be non-empty {ELEMENT_TYPES[record.elem_size]} values")
+        if record.signed and record.elem_size == 4 and lo in record.buckets:
+            raise InputError("a signed int32 hash record cannot hold the bucket value -2**31")
         if not 0 <= record.seed <= _MASK32:
             raise InputError(f"hash seed {record.seed} is not a 32-bit value")
         values = np.asarray(record.buckets, dtype=_NUMPY_TYPES[record.elem_size]).astype(
@@ -363,6 +365,8 @@ def _read_record(cur: _Cursor, files: list[PatchFile]) -> Record:
         if count == 0 or payload_len != 8 + count * elem_size:
             raise InputError(f"hash record bucket count {count} does not match its payload")
         buckets = np.frombuffer(payload, dtype=dtype, offset=8).astype(np.int64)
+        if flags & HASH_SIGNED and elem_size == 4 and (buckets == -2**31).any():
+            raise InputError("a signed int32 hash record holds the forbidden bucket value -2**31")
         return HashRecord(file, offset, length, elem_size, seed, tuple(int(v) for v in buckets),
                           bool(flags & HASH_SIGNED))
     p = _Cursor(payload, payload_len)

@@ -152,7 +152,7 @@ def runtime_sizes(target: Target, out: Path) -> dict:
     result = _run([size_tool, *map(str, measured)])
     for line in result.stdout.splitlines()[1:]:
         fields = line.split()
-        text, data, bss = text + int(fields[0]), data + int(fields[1]), data + int(fields[2]) - data
+        text, data, bss = text + int(fields[0]), data + int(fields[1]), bss + int(fields[2])
     stack, path = worst_case_stack(sorted((out / "CMakeFiles" / "amc_patch.dir" / "src").glob("*.ci")))
     sizes = {
         "measured": "linked size probe (--gc-sections), libc mem* included" if probe.exists()
@@ -235,6 +235,7 @@ class FixtureCase:
     expect_ok: bool = True
     min_version: int = 0
     bucket_buf_size: int = 0         # 0: the test's default (4096)
+    trusted: bytes | None = None     # digest + signature the trusted key made (default: the blob's)
 
     def encode(self) -> bytes:
         out = bytearray(bytes([int(self.expect_ok), len(self.base), self.flags, 0]))
@@ -242,7 +243,9 @@ class FixtureCase:
                            self.expect_error, self.min_version)
         for base, new in zip(self.base, self.new):
             out += struct.pack("<I", len(base)) + base + new
-        return bytes(out + struct.pack("<I", len(self.blob)) + self.blob)
+        trusted = self.trusted if self.trusted is not None else self.blob[-pb.TRAILER_SIZE:]
+        trusted = trusted.rjust(pb.TRAILER_SIZE, b"\0")[:pb.TRAILER_SIZE]
+        return bytes(out + struct.pack("<I", len(self.blob)) + self.blob + trusted)
 
 
 def write_pack(path: Path, cases: list[FixtureCase], public: bytes) -> Path:
@@ -343,7 +346,7 @@ def reject_cases(rng: np.random.Generator, key: bytes) -> list[FixtureCase]:
     case(good.blob, "VERSION", min_version=parsed.version)           # replay of the same
     case(good.blob, "VERSION", min_version=parsed.version + 10)      # an older version
     case(good.blob[:-1], "TRUNCATED")
-    case(good.blob + b"\0", "FORMAT")
+    case(good.blob + b"\0", "FORMAT", trusted=good.blob[-pb.TRAILER_SIZE:])
     case(good.blob[:40] + bytes([good.blob[40] ^ 1]) + good.blob[41:], "DIGEST")
     case(_resign(b"AMCX" + bytes(body[4:]), key), "FORMAT")         # magic
     case(mutated(4, "<H", 2), "FORMAT")                              # format version
@@ -404,8 +407,9 @@ def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int =
     power = []
     for i, (kinds_i, page, backup, writable) in enumerate(
             [(("sparse", "hash", "raw"), 256, 4, 0), (("hash",), 128, 1, 0),
-             (("sparse", "raw"), 512, 2, F_BYTE_WRITABLE)]):
-        case = random_case(rng, kinds_i, key, max_size=3000, nfiles=2)
+             (("sparse", "raw"), 512, 2, F_BYTE_WRITABLE), (("hash", "sparse"), 64, 3, 0),
+             (("sparse", "hash", "raw"), 1024, 2, 0), (("hash",), 256, 8, F_BYTE_WRITABLE)]):
+        case = random_case(rng, kinds_i, key, max_size=3000, nfiles=1 + i % 3)
         case.page_size, case.backup_pages = page, backup
         case.flags = F_SIG_TRUSTED | F_POWERCUT | writable
         power.append(case)

@@ -126,23 +126,24 @@ typedef struct amc_progress {
 
 /* Patch state: caller-owned, opaque in spirit; sizeof() is what it costs. */
 typedef struct amc_patch {
-    const amc_config_t *cfg;
-    amc_sha256_t sha;            /* running digest of the blob */
-    amc_sha256_t fsha;           /* file digests (base and result checks) */
-    amc_progress_t prog;
-    int error;                   /* sticky: first error of this pass */
+    /* hot fields first: small offsets make short instructions on Thumb */
     uint8_t pass, verified, resuming, st;
     uint8_t first, kind, file, esz, rflags, cur_valid, skip, shift;
+    const amc_config_t *cfg;
+    int error;                   /* sticky: first error of this pass */
     uint32_t pos, blob_len, hash_end, need, got;
     uint8_t *dst;
-    uint8_t fld[64];
-    uint64_t version;
-    uint8_t digest[32];
     uint32_t nfiles, nrecords, fi, ri, count, idx, gap;
-    uint32_t file_size[AMC_CONFIG_MAX_FILES];
-    uint8_t file_sha[AMC_CONFIG_MAX_FILES][32];  /* result sha (apply) or base sha (rollback) */
     uint32_t roff, rlen, pleft, seed, nbuckets, prev_file, prev_end;
     uint32_t seq, cur_page, cur_len, cur_file, limit;
+    uint64_t version;
+    uint32_t file_size[AMC_CONFIG_MAX_FILES];
+    uint8_t fld[64];
+    uint8_t digest[32];
+    amc_progress_t prog;
+    uint8_t file_sha[AMC_CONFIG_MAX_FILES][32];  /* result sha (apply) or base sha (rollback) */
+    amc_sha256_t sha;            /* running digest of the blob */
+    amc_sha256_t fsha;           /* file digests (base and result checks) */
 } amc_patch_t;
 
 int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass);

@@ -16,7 +16,7 @@ static int power(amc_simflash_t *f)
 {
     if (f->powered_off) return 0;
     f->ops++;
-    if (f->cut_after && f->ops > f->cut_after) {
+    if (f->cut_armed && f->ops > f->cut_after) {
         f->powered_off = 1;
         return f->torn ? 2 : 0;
     }
@@ -118,6 +118,7 @@ void amc_simflash_load(amc_simflash_t *f, unsigned file, const uint8_t *data, ui
 void amc_simflash_power_on(amc_simflash_t *f)
 {
     f->powered_off = 0;
+    f->cut_armed = 0;
     f->cut_after = 0;
     f->torn = 0;
 }

@@ -26,7 +26,8 @@ typedef struct amc_simflash {
     uint32_t erases, writes, progress_writes, ops;
     uint64_t bytes_written;
     /* faults */
-    uint32_t cut_after;             /* 0: never; else operations allowed before the cut */
+    int cut_armed;                  /* 1: cut power after cut_after operations */
+    uint32_t cut_after;             /* operations that complete before the cut */
     int torn;                       /* the cut operation is half done */
     int powered_off;
 } amc_simflash_t;

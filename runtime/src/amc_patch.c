@@ -9,9 +9,7 @@
  * so after a cut the page is rebuilt from its backup (resume) or restored from it (rollback).
  * docs/patch-format.md describes the format and this protocol.
  */
-#include <string.h>
-
-#include "amc_patch.h"
+#include "amc_internal.h"
 
 /* Fuzz builds skip the sha256 comparisons so that random inputs reach the apply path. */
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
@@ -64,27 +62,29 @@ static void record_check(const uint8_t rec[AMC_PROGRESS_SIZE], uint8_t out[32])
     amc_sha256_final(&s, out);
 }
 
+#define PROGRESS_MAGIC 0x4A434D41u   /* "AMCJ" */
+
 static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *rec)
 {
     const amc_storage_t *st = cfg->storage;
     uint8_t check[32];
-    unsigned slot;
+    uint32_t w[6];
+    unsigned slot, i;
     int found = 0;
-    memset(out, 0, sizeof *out);
+    amc__fill(out, 0, sizeof *out);
     for (slot = 0; slot < 2; slot++) {
-        uint32_t seq;
         if (st->progress_read(st->ctx, slot, rec) < 0) return -AMC_E_IO;
         record_check(rec, check);
-        if (memcmp(rec, "AMCJ", 4) != 0 || memcmp(rec + 60, check, 4) != 0) continue;
-        seq = le32(rec + 4);
-        if (found && (int32_t)(seq - out->seq) <= 0) continue;
+        for (i = 0; i < 6; i++) w[i] = le32(rec + 4 * i);
+        if (w[0] != PROGRESS_MAGIC || amc__differ(rec + 60, check, 4)) continue;
+        if (found && (int32_t)(w[1] - out->seq) <= 0) continue;
         found = 1;
-        out->seq = seq;
-        out->state = rec[8];
-        out->backup_valid = rec[9];
-        out->done_pages = le32(rec + 12);
-        out->installed_version = (uint64_t)le32(rec + 20) << 32 | le32(rec + 16);
-        memcpy(out->digest, rec + 24, 32);
+        out->seq = w[1];
+        out->state = (uint8_t)w[2];
+        out->backup_valid = (uint8_t)(w[2] >> 8);
+        out->done_pages = w[3];
+        out->installed_version = (uint64_t)w[5] << 32 | w[4];
+        amc__copy(out->digest, rec + 24, 32);
     }
     return 0;
 }
@@ -94,21 +94,23 @@ static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t b
     const amc_storage_t *st = p->cfg->storage;
     uint8_t *rec = p->fld, check[32];
     amc_progress_t *g = &p->prog;
+    uint32_t w[6];
+    unsigned i;
     g->seq++;
     g->state = state;
     g->done_pages = done;
     g->backup_valid = backup_valid;
-    memset(rec, 0, AMC_PROGRESS_SIZE);
-    memcpy(rec, "AMCJ", 4);
-    put32(rec + 4, g->seq);
-    rec[8] = state;
-    rec[9] = backup_valid;
-    put32(rec + 12, done);
-    put32(rec + 16, (uint32_t)g->installed_version);
-    put32(rec + 20, (uint32_t)(g->installed_version >> 32));
-    memcpy(rec + 24, g->digest, 32);
+    w[0] = PROGRESS_MAGIC;
+    w[1] = g->seq;
+    w[2] = (uint32_t)state | (uint32_t)backup_valid << 8;
+    w[3] = done;
+    w[4] = (uint32_t)g->installed_version;
+    w[5] = (uint32_t)(g->installed_version >> 32);
+    amc__fill(rec, 0, AMC_PROGRESS_SIZE);
+    for (i = 0; i < 6; i++) put32(rec + 4 * i, w[i]);
+    amc__copy(rec + 24, g->digest, 32);
     record_check(rec, check);
-    memcpy(rec + 60, check, 4);
+    amc__copy(rec + 60, check, 4);
     return st->progress_write(st->ctx, g->seq & 1u, rec) < 0 ? -AMC_E_IO : 0;
 }
 
@@ -203,14 +205,15 @@ static int32_t load_elem(const uint8_t *s, unsigned esz)
     return (int32_t)((u ^ sign) - sign);
 }
 
-/* Add each element of the region its bucket's value, saturating. */
+/* Add each element of the region its bucket's value, saturating. 32-bit arithmetic only:
+ * a signed int32 record never holds INT32_MIN buckets (the format forbids it). */
 static int apply_hash(amc_patch_t *p)
 {
     uint32_t n = p->rlen >> p->shift, ms = amc_hash_mix32(p->seed), i = 0;
-    int64_t lim = ((int64_t)1 << (8 * p->esz - 1)) - 1;
+    int32_t hi = (int32_t)(0x7fffffffu >> (32 - 8 * p->esz)), lo = -hi - 1;
     while (i < n) {
         uint32_t off = p->roff + (i << p->shift), h, b;
-        int64_t v;
+        int32_t v, old;
         uint8_t *e;
         int rc = touch(p, p->file, off);
         unsigned k;
@@ -222,12 +225,13 @@ static int apply_hash(amc_patch_t *p)
         h = amc_hash_mix32(i ^ ms);
         b = (uint32_t)(((uint64_t)h * p->nbuckets) >> 32);
         v = load_elem(p->cfg->bucket_buf + (b << p->shift), p->esz);
-        if ((p->rflags & AMC_HASH_SIGNED) && (h & 1u)) v = -v;
+        if ((p->rflags & AMC_HASH_SIGNED) && (h & 1u)) v = (int32_t)(0u - (uint32_t)v);
         e = p->cfg->page_buf + (off - p->cur_page);
-        v += load_elem(e, p->esz);
-        if (v > lim) v = lim;
-        if (v < -lim - 1) v = -lim - 1;
-        for (k = 0; k < p->esz; k++) e[k] = (uint8_t)((uint64_t)v >> (8 * k));
+        old = load_elem(e, p->esz);
+        if (v > 0 && old > hi - v) old = hi;
+        else if (v < 0 && old < lo - v) old = lo;
+        else old += v;
+        for (k = 0; k < p->esz; k++) e[k] = (uint8_t)((uint32_t)old >> (8 * k));
         i++;
     }
     return 0;
@@ -238,31 +242,31 @@ static int put_bytes(amc_patch_t *p, uint32_t off, const uint8_t *src, unsigned 
 {
     uint8_t v[4];   /* src is p->fld, which touch() reuses for the progress record */
     int rc;
-    memcpy(v, src, n);
+    amc__copy(v, src, n);
     rc = touch(p, p->file, off);
-    if (rc == 0 && !p->skip) memcpy(p->cfg->page_buf + (off - p->cur_page), v, n);
+    if (rc == 0 && !p->skip) amc__copy(p->cfg->page_buf + (off - p->cur_page), v, n);
     return rc;
 }
 
 /* ---- the parser -------------------------------------------------------------------------- */
 
-static void expect(amc_patch_t *p, uint8_t st, uint32_t need, uint8_t *dst)
+/* The next field: `need` bytes into dst (NULL: the field buffer), then state `st` acts. */
+static AMC_NOINLINE int expect(amc_patch_t *p, uint8_t st, uint32_t need, uint8_t *dst)
 {
     p->st = st;
     p->need = need;
     p->got = 0;
     p->dst = dst ? dst : p->fld;
+    return 0;
 }
 
 static int next_record(amc_patch_t *p)
 {
     if (p->ri++ < p->nrecords) {
-        expect(p, ST_RHEAD, AMC_RECORD_HEADER_SIZE, NULL);
-        return 0;
+        return expect(p, ST_RHEAD, AMC_RECORD_HEADER_SIZE, NULL);
     }
     if (p->pos != p->hash_end) return -AMC_E_FORMAT;   /* bytes left over before the digest */
-    expect(p, ST_DIGEST, 32, NULL);
-    return 0;
+    return expect(p, ST_DIGEST, 32, NULL);
 }
 
 static int end_record(amc_patch_t *p)
@@ -275,7 +279,7 @@ static int parse_header(amc_patch_t *p)
 {
     const uint8_t *h = p->fld;
     uint64_t v = (uint64_t)le32(h + 12) << 32 | le32(h + 8);
-    if (memcmp(h, "AMCP", 4) != 0 || (h[4] | h[5] << 8) != AMC_PATCH_FORMAT_VERSION ||
+    if (le32(h) != 0x50434D41u || (h[4] | h[5] << 8) != AMC_PATCH_FORMAT_VERSION ||
         (h[6] | h[7]) != 0 || le32(h + 28) != 0)
         return -AMC_E_FORMAT;
     p->nfiles = (uint32_t)(h[20] | h[21] << 8);
@@ -293,8 +297,7 @@ static int parse_header(amc_patch_t *p)
         if (v <= installed) return -AMC_E_VERSION;
     }
     p->version = v;
-    expect(p, ST_NAME_LEN, 1, NULL);
-    return 0;
+    return expect(p, ST_NAME_LEN, 1, NULL);
 }
 
 static int parse_record_header(amc_patch_t *p)
@@ -349,27 +352,22 @@ static int step(amc_patch_t *p)
         return parse_header(p);
     case ST_NAME_LEN:
         if (f[0] == 0 || f[0] > AMC_NAME_MAX) return -AMC_E_BOUNDS;
-        expect(p, ST_NAME, f[0], NULL);
-        return 0;
+        return expect(p, ST_NAME, f[0], NULL);
     case ST_NAME:
-        expect(p, ST_FSIZE, 4, NULL);
-        return 0;
+        return expect(p, ST_FSIZE, 4, NULL);
     case ST_FSIZE:
         p->file_size[p->fi] = le32(f);
         if (p->file_size[p->fi] == 0 || p->file_size[p->fi] > 0x7fffffffUL) return -AMC_E_BOUNDS;
-        expect(p, ST_FBASE, 32, p->pass == AMC_PASS_ROLLBACK ? p->file_sha[p->fi] : NULL);
-        return 0;
+        return expect(p, ST_FBASE, 32, p->pass == AMC_PASS_ROLLBACK ? p->file_sha[p->fi] : NULL);
     case ST_FBASE:
         if (p->pass == AMC_PASS_VERIFY && !p->resuming) {
             if ((rc = hash_file(p, p->fi, p->file_size[p->fi], d)) != 0) return rc;
-            if (CHECK_HASHES && memcmp(d, f, 32) != 0) return -AMC_E_BASE;
+            if (CHECK_HASHES && amc__differ(d, f, 32)) return -AMC_E_BASE;
         }
-        expect(p, ST_FNEW, 32, p->pass == AMC_PASS_ROLLBACK ? NULL : p->file_sha[p->fi]);
-        return 0;
+        return expect(p, ST_FNEW, 32, p->pass == AMC_PASS_ROLLBACK ? NULL : p->file_sha[p->fi]);
     case ST_FNEW:
         if (++p->fi < p->nfiles) {
-            expect(p, ST_NAME_LEN, 1, NULL);
-            return 0;
+            return expect(p, ST_NAME_LEN, 1, NULL);
         }
         return next_record(p);
     case ST_RHEAD:
@@ -378,14 +376,12 @@ static int step(amc_patch_t *p)
         p->count = le32(f);
         if (p->count == 0 || p->count > (p->rlen >> p->shift)) return -AMC_E_BOUNDS;
         p->gap = 0;
-        expect(p, ST_SGAP, 1, NULL);
-        return 0;
+        return expect(p, ST_SGAP, 1, NULL);
     case ST_SVAL:
         if ((rc = put_bytes(p, p->roff + (p->idx << p->shift), f, p->esz)) != 0) return rc;
         if (--p->count) {
             p->gap = 0;
-            expect(p, ST_SGAP, 1, NULL);
-            return 0;
+            return expect(p, ST_SGAP, 1, NULL);
         }
         return end_record(p);
     case ST_HPARAM:
@@ -394,29 +390,26 @@ static int step(amc_patch_t *p)
         if (p->nbuckets == 0 || p->nbuckets > (p->cfg->bucket_buf_size >> p->shift))
             return p->nbuckets == 0 ? -AMC_E_BOUNDS : -AMC_E_NOMEM;
         if (p->pleft != p->nbuckets << p->shift) return -AMC_E_BOUNDS;
-        expect(p, ST_HBUCKETS, p->pleft, p->cfg->bucket_buf);
-        return 0;
+        return expect(p, ST_HBUCKETS, p->pleft, p->cfg->bucket_buf);
     case ST_HBUCKETS:
         if ((rc = apply_hash(p)) != 0) return rc;
         return end_record(p);
     case ST_RAW:
         if ((rc = put_bytes(p, p->roff + p->idx, f, 1)) != 0) return rc;
         if (++p->idx < p->rlen) {
-            expect(p, ST_RAW, 1, NULL);
-            return 0;
+            return expect(p, ST_RAW, 1, NULL);
         }
         return end_record(p);
     case ST_DIGEST:
         amc_sha256_final(&p->sha, d);
-        if (p->pass == AMC_PASS_VERIFY) memcpy(p->digest, d, 32);
-        if ((CHECK_HASHES && memcmp(d, f, 32) != 0) || memcmp(d, p->digest, 32) != 0)
+        if (p->pass == AMC_PASS_VERIFY) amc__copy(p->digest, d, 32);
+        if ((CHECK_HASHES && amc__differ(d, f, 32)) || amc__differ(d, p->digest, 32))
             return -AMC_E_DIGEST;
         if (p->pass == AMC_PASS_VERIFY && (p->prog.state == AMC_STATE_APPLYING ||
                                            p->prog.state == AMC_STATE_ROLLING_BACK)) {
-            if (memcmp(p->prog.digest, d, 32) != 0) return -AMC_E_BUSY;
+            if (amc__differ(p->prog.digest, d, 32)) return -AMC_E_BUSY;
         }
-        expect(p, ST_SIG, 64, NULL);
-        return 0;
+        return expect(p, ST_SIG, 64, NULL);
     case ST_SIG:
         if (p->pass == AMC_PASS_VERIFY &&
             p->cfg->verify(p->cfg->verify_ctx, p->digest, f) != 0)
@@ -440,8 +433,7 @@ static int sparse_gap(amc_patch_t *p, uint8_t b)
     if (base >= n || p->gap >= n - base) return -AMC_E_BOUNDS;
     p->idx = base + p->gap;
     p->first = 0;
-    expect(p, ST_SVAL, p->esz, NULL);
-    return 0;
+    return expect(p, ST_SVAL, p->esz, NULL);
 }
 
 static int feed(amc_patch_t *p, uint8_t b)
@@ -461,14 +453,13 @@ static int feed(amc_patch_t *p, uint8_t b)
 int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
 {
     const amc_storage_t *st;
-    uint8_t verified = 0, digest[32];
+    uint8_t verified;
     int rc;
     if (!p) return -AMC_E_ARG;
-    if (pass != AMC_PASS_VERIFY && p->cfg == cfg && p->verified) {
-        verified = 1;
-        memcpy(digest, p->digest, 32);
-    }
-    memset(p, 0, sizeof *p);
+    /* the apply and rollback passes need a verify pass of the same state and config; the
+     * blob digest it found stays in p->digest, everything before it is reset */
+    verified = pass != AMC_PASS_VERIFY && p->cfg == cfg && p->verified;
+    amc__fill(p, 0, offsetof(amc_patch_t, digest));
     p->cfg = cfg;
     p->error = -AMC_E_ARG;
     if (!cfg || !(st = cfg->storage) || !st->read || !st->write || !st->progress_read ||
@@ -478,7 +469,6 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
         return p->error;
     p->error = 0;
     p->pass = (uint8_t)pass;
-    memcpy(p->digest, digest, 32);
     amc_sha256_init(&p->sha);
     p->hash_end = AMC_HEADER_SIZE;
     expect(p, ST_HEADER, AMC_HEADER_SIZE, NULL);
@@ -500,7 +490,7 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
     }
     if (p->prog.state == AMC_STATE_ROLLING_BACK) return p->error = -AMC_E_BUSY;
     if (!p->resuming) {
-        memcpy(p->prog.digest, digest, 32);
+        amc__copy(p->prog.digest, p->digest, 32);
         p->error = save_progress(p, AMC_STATE_APPLYING, 0, 0);   /* the first write */
     }
     return p->error;
@@ -541,7 +531,7 @@ int amc_patch_finish(amc_patch_t *p)
     if ((rc = commit(p)) != 0) goto fail;
     for (i = 0; i < p->nfiles; i++) {
         if ((rc = hash_file(p, i, p->file_size[i], d)) != 0) goto fail;
-        if (CHECK_HASHES && memcmp(d, p->file_sha[i], 32) != 0) {
+        if (CHECK_HASHES && amc__differ(d, p->file_sha[i], 32)) {
             rc = p->pass == AMC_PASS_APPLY ? -AMC_E_RESULT : -AMC_E_BASE;
             goto fail;
         }

@@ -1,7 +1,5 @@
 /* SHA-256 (FIPS 180-4), small rather than fast: a rolling 16-word message schedule. */
-#include <string.h>
-
-#include "amc_patch.h"
+#include "amc_internal.h"
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -19,7 +17,7 @@ static void compress(uint32_t h[8], const uint8_t block[64])
 {
     uint32_t w[16], s[8];
     unsigned i;
-    memcpy(s, h, sizeof s);
+    amc__copy(s, h, sizeof s);
     for (i = 0; i < 64; i++) {
         uint32_t t1, t2;
         if (i < 16) {
@@ -34,7 +32,10 @@ static void compress(uint32_t h[8], const uint8_t block[64])
              ((s[4] & s[5]) ^ (~s[4] & s[6])) + K[i] + w[i & 15];
         t2 = (ror(s[0], 2) ^ ror(s[0], 13) ^ ror(s[0], 22)) +
              ((s[0] & s[1]) ^ (s[0] & s[2]) ^ (s[1] & s[2]));
-        memmove(s + 1, s, 7 * sizeof s[0]);
+        {
+            unsigned j;
+            for (j = 7; j; j--) s[j] = s[j - 1];
+        }
         s[4] += t1;
         s[0] = t1 + t2;
     }
@@ -45,7 +46,7 @@ void amc_sha256_init(amc_sha256_t *s)
 {
     static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, iv, sizeof iv);
+    amc__copy(s->h, iv, sizeof iv);
     s->len_lo = s->len_hi = 0;
 }
 
@@ -54,7 +55,7 @@ void amc_sha256_update(amc_sha256_t *s, const uint8_t *data, size_t len)
     while (len) {
         uint32_t used = s->len_lo & 63u, take = 64u - used;
         if (take > len) take = (uint32_t)len;
-        memcpy(s->buf + used, data, take);
+        amc__copy(s->buf + used, data, take);
         s->len_lo += take;
         if (s->len_lo < take) s->len_hi++;
         data += take;
@@ -68,7 +69,7 @@ void amc_sha256_final(amc_sha256_t *s, uint8_t out[32])
     uint32_t hi = s->len_hi << 3 | s->len_lo >> 29, lo = s->len_lo << 3;
     uint8_t pad[72];
     unsigned i, n = 64u - ((s->len_lo + 8u) & 63u);   /* 1..64 bytes of 0x80 0x00... */
-    memset(pad, 0, sizeof pad);
+    amc__fill(pad, 0, sizeof pad);
     pad[0] = 0x80;
     for (i = 0; i < 4; i++) {
         pad[n + i] = (uint8_t)(hi >> (24 - 8 * i));
@@ -76,4 +77,24 @@ void amc_sha256_final(amc_sha256_t *s, uint8_t out[32])
     }
     amc_sha256_update(s, pad, n + 8u);
     for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * (i & 3)));
+}
+
+void amc__copy(void *dst, const void *src, size_t n)
+{
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    while (n--) *d++ = *s++;
+}
+
+void amc__fill(void *dst, uint8_t value, size_t n)
+{
+    uint8_t *d = dst;
+    while (n--) *d++ = value;
+}
+
+int amc__differ(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint8_t x = 0;
+    while (n--) x |= (uint8_t)(*a++ ^ *b++);
+    return x != 0;
 }

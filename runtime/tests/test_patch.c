@@ -54,6 +54,7 @@ static uint8_t g_flash[FLASH_BYTES], g_snapshot[FLASH_BYTES];
 static uint8_t g_snapshot_progress[2][AMC_PROGRESS_SIZE];
 static uint8_t g_page[8192], g_buckets[BUCKET_BYTES];
 static uint8_t g_public_key[32];
+static uint8_t g_trusted[AMC_TRAILER_SIZE];   /* digest + signature the trusted key made */
 static uint32_t g_rng = 0x2545F491u;
 
 static uint32_t rng(void)
@@ -100,13 +101,21 @@ static int read_case(FILE *fp, test_case_t *c)
     }
     if (rd32(fp, &c->blob_len) || c->blob_len > MAX_BLOB_BYTES) return -1;
     c->blob = g_blob;
-    if (rd(fp, c->blob, c->blob_len)) return -1;
-    if (c->blob_len >= AMC_TRAILER_SIZE) {
-        c->trusted_digest = c->blob + c->blob_len - AMC_TRAILER_SIZE;
-        c->trusted_sig = c->trusted_digest + 32;
-    }
+    if (rd(fp, c->blob, c->blob_len) || rd(fp, g_trusted, sizeof g_trusted)) return -1;
+    c->trusted_digest = g_trusted;
+    c->trusted_sig = g_trusted + 32;
     return 0;
 }
+
+typedef struct totals {
+    unsigned long cross_cases, cross_failed, reject_cases, reject_failed;
+    unsigned long cuts, torn_cuts, nested_cuts, corrupted, rollbacks, rollback_bad;
+    unsigned long rolled_back, rollback_refused, rollback_untouched;
+    unsigned long truncations, flips, accepted, storage_changed;
+    unsigned long long file_bytes, erases, writes, progress_writes, patched_pages;
+} totals_t;
+
+static totals_t T;
 
 /* ---- running a patch --------------------------------------------------------------------- */
 
@@ -116,7 +125,7 @@ static int read_case(FILE *fp, test_case_t *c)
 static int fixture_verify(void *ctx, const uint8_t digest[32], const uint8_t sig[64])
 {
     const test_case_t *c = ctx;
-    if (!(c->flags & F_SIG_TRUSTED) || !c->trusted_digest) return -1;
+    if (!(c->flags & F_SIG_TRUSTED)) return -1;
     return memcmp(digest, c->trusted_digest, 32) == 0 && memcmp(sig, c->trusted_sig, 64) == 0 ? 0 : -1;
 }
 #endif
@@ -206,14 +215,6 @@ static int unchanged(const rig_t *r)
 
 /* ---- suites ------------------------------------------------------------------------------ */
 
-typedef struct totals {
-    unsigned long cross_cases, cross_failed, reject_cases, reject_failed;
-    unsigned long cuts, torn_cuts, nested_cuts, corrupted, rollbacks, rollback_bad;
-    unsigned long truncations, flips, accepted, storage_changed;
-    unsigned long long file_bytes, erases, writes, progress_writes, patched_pages;
-} totals_t;
-
-static totals_t T;
 
 static void crosscheck(const test_case_t *c)
 {
@@ -269,6 +270,7 @@ static int cut_and_recover(const test_case_t *c, uint32_t backup_pages, uint32_t
     rig_t r;
     int rc;
     if (rig_init(&r, c, backup_pages) != 0) return 0;
+    r.flash.cut_armed = 1;
     r.flash.cut_after = cut;
     r.flash.torn = torn;
     rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
@@ -276,6 +278,7 @@ static int cut_and_recover(const test_case_t *c, uint32_t backup_pages, uint32_t
     if (rc == 0) return files_equal(&r, c, 1);     /* the cut came after the last operation */
     if (nested) {
         r.flash.ops = 0;
+        r.flash.cut_armed = 1;
         r.flash.cut_after = nested;
         r.flash.torn = 1;
         rc = run(&r, rollback ? AMC_PASS_ROLLBACK : AMC_PASS_APPLY, c->blob, c->blob_len);
@@ -290,14 +293,17 @@ static int cut_and_recover(const test_case_t *c, uint32_t backup_pages, uint32_t
         rc = run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len);
         if (rc == -AMC_E_STATE) {           /* cut before the first write: base untouched */
             if (amc_patch_status(&r.cfg, &pr) != 0 || pr.state == AMC_STATE_APPLYING) return 0;
+            T.rollback_untouched++;
             return files_equal(&r, c, 0);
         }
         if (rc == -AMC_E_NOROLLBACK) {      /* not enough backup pages: resume must still work */
+            T.rollback_refused++;
             rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
             if (rc != 0) printf("FAIL resume after refused rollback rc=%d (%s)\n", rc, amc_strerror(rc));
             return rc == 0 && files_equal(&r, c, 1);
         }
         if (rc != 0) printf("FAIL rollback rc=%d (%s)\n", rc, amc_strerror(rc));
+        T.rolled_back += rc == 0;
         return rc == 0 && files_equal(&r, c, 0);
     }
     rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
@@ -317,7 +323,7 @@ static void powercut(const test_case_t *c)
     }
     ops = r.flash.ops;
     for (i = 0; i < c->nfiles; i++) pages += (c->size[i] + c->page_size - 1) / c->page_size;
-    for (cut = 1; cut <= ops; cut++) {
+    for (cut = 0; cut < ops; cut++) {   /* operation cut+1 fails */
         int torn;
         for (torn = 0; torn <= 1; torn++) {
             T.cuts++;
@@ -330,7 +336,7 @@ static void powercut(const test_case_t *c)
         }
         /* a second cut during the resume */
         T.nested_cuts++;
-        if (!cut_and_recover(c, c->backup_pages, cut, 1, 0, 1 + rng() % ops)) {
+        if (!cut_and_recover(c, c->backup_pages, cut, 1, 0, rng() % ops)) {
             T.corrupted++;
             printf("FAIL nested powercut at op %lu\n", (unsigned long)cut);
         }
@@ -338,7 +344,7 @@ static void powercut(const test_case_t *c)
         for (bp = 0; bp < 2; bp++) {
             T.rollbacks++;
             if (!cut_and_recover(c, bp ? c->backup_pages : pages + 1, cut, (int)(cut & 1u), 1,
-                                 (cut % 3u) == 0 ? 1 + rng() % ops : 0)) {
+                                 (cut % 3u) == 0 ? rng() % ops : 0)) {
                 T.rollback_bad++;
                 printf("FAIL rollback after cut %lu (backup pages %lu)\n", (unsigned long)cut,
                        (unsigned long)(bp ? c->backup_pages : pages + 1));
@@ -477,8 +483,11 @@ int main(int argc, char **argv)
     if (!bench_mode) {
         printf("crosscheck cases=%lu failed=%lu\n", T.cross_cases, T.cross_failed);
         printf("reject cases=%lu failed=%lu\n", T.reject_cases, T.reject_failed);
-        printf("powercut cuts=%lu torn=%lu nested=%lu corrupted=%lu rollbacks=%lu rollback_bad=%lu\n",
-               T.cuts, T.torn_cuts, T.nested_cuts, T.corrupted, T.rollbacks, T.rollback_bad);
+        printf("powercut cuts=%lu torn=%lu nested=%lu corrupted=%lu\n", T.cuts, T.torn_cuts,
+               T.nested_cuts, T.corrupted);
+        printf("rollback tries=%lu to_base=%lu before_first_write=%lu refused_then_resumed=%lu "
+               "bad=%lu\n", T.rollbacks, T.rolled_back, T.rollback_untouched, T.rollback_refused,
+               T.rollback_bad);
         printf("badblob truncations=%lu flips=%lu accepted=%lu storage_changed=%lu\n",
                T.truncations, T.flips, T.accepted, T.storage_changed);
         printf("wear file_bytes=%llu erases=%llu writes=%llu progress_writes=%llu\n", T.file_bytes,
