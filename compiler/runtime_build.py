@@ -153,10 +153,20 @@ def runtime_sizes(target: Target, out: Path) -> dict:
     for line in result.stdout.splitlines()[1:]:
         fields = line.split()
         text, data, bss = text + int(fields[0]), data + int(fields[1]), bss + int(fields[2])
+    libc: list[str] = []
+    if probe.exists():     # the probe's own wrapper is not runtime code; list any libc it pulled
+        nm = f"{target.triple}-nm" if target.triple else "nm"
+        for line in _run([nm, "-S", str(probe)]).stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 4 and fields[3] == "amc_size_probe":
+                text -= int(fields[1], 16)
+            elif len(fields) == 4 and fields[3] in ("memcpy", "memset", "memmove", "memcmp"):
+                libc.append(fields[3])
     stack, path = worst_case_stack(sorted((out / "CMakeFiles" / "amc_patch.dir" / "src").glob("*.ci")))
     sizes = {
-        "measured": "linked size probe (--gc-sections), libc mem* included" if probe.exists()
-        else "apply-path objects",
+        "measured": "apply path linked alone (--gc-sections), SHA-256 included" if probe.exists()
+        else "apply-path objects, SHA-256 included",
+        "libc_functions": libc,
         "text_bytes": text, "data_bytes": data, "bss_bytes": bss,
         "max_stack_bytes": stack, "max_stack_path": path,
         "state_bytes": _state_size(target, out),

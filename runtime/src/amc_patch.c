@@ -54,29 +54,29 @@ uint32_t amc_hash_index(uint32_t index, uint32_t seed)
 
 /* ---- progress record --------------------------------------------------------------------- */
 
-static void record_check(const uint8_t rec[AMC_PROGRESS_SIZE], uint8_t out[32])
+/* The check word of a progress record: the first bytes of its sha256, left in s->buf. */
+static const uint8_t *record_check(amc_sha256_t *s, const uint8_t rec[AMC_PROGRESS_SIZE])
 {
-    amc_sha256_t s;
-    amc_sha256_init(&s);
-    amc_sha256_update(&s, rec, AMC_PROGRESS_SIZE - 4);
-    amc_sha256_final(&s, out);
+    amc_sha256_init(s);
+    amc_sha256_update(s, rec, AMC_PROGRESS_SIZE - 4);
+    amc_sha256_final(s, s->buf);
+    return s->buf;
 }
 
 #define PROGRESS_MAGIC 0x4A434D41u   /* "AMCJ" */
 
-static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *rec)
+static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *rec,
+                         amc_sha256_t *sha)
 {
     const amc_storage_t *st = cfg->storage;
-    uint8_t check[32];
     uint32_t w[6];
     unsigned slot, i;
     int found = 0;
     amc__fill(out, 0, sizeof *out);
     for (slot = 0; slot < 2; slot++) {
         if (st->progress_read(st->ctx, slot, rec) < 0) return -AMC_E_IO;
-        record_check(rec, check);
         for (i = 0; i < 6; i++) w[i] = le32(rec + 4 * i);
-        if (w[0] != PROGRESS_MAGIC || amc__differ(rec + 60, check, 4)) continue;
+        if (w[0] != PROGRESS_MAGIC || amc__differ(rec + 60, record_check(sha, rec), 4)) continue;
         if (found && (int32_t)(w[1] - out->seq) <= 0) continue;
         found = 1;
         out->seq = w[1];
@@ -92,7 +92,7 @@ static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *
 static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t backup_valid)
 {
     const amc_storage_t *st = p->cfg->storage;
-    uint8_t *rec = p->fld, check[32];
+    uint8_t *rec = p->fld;
     amc_progress_t *g = &p->prog;
     uint32_t w[6];
     unsigned i;
@@ -109,16 +109,16 @@ static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t b
     amc__fill(rec, 0, AMC_PROGRESS_SIZE);
     for (i = 0; i < 6; i++) put32(rec + 4 * i, w[i]);
     amc__copy(rec + 24, g->digest, 32);
-    record_check(rec, check);
-    amc__copy(rec + 60, check, 4);
+    amc__copy(rec + 60, record_check(&p->fsha, rec), 4);
     return st->progress_write(st->ctx, g->seq & 1u, rec) < 0 ? -AMC_E_IO : 0;
 }
 
 int amc_patch_status(const amc_config_t *cfg, amc_progress_t *out)
 {
     uint8_t rec[AMC_PROGRESS_SIZE];
+    amc_sha256_t sha;
     if (!cfg || !cfg->storage || !out) return -AMC_E_ARG;
-    return load_progress(cfg, out, rec);
+    return load_progress(cfg, out, rec, &sha);
 }
 
 /* ---- storage helpers --------------------------------------------------------------------- */
@@ -132,8 +132,8 @@ static int copy_page(amc_patch_t *p, unsigned file, uint32_t off, const uint8_t 
     return io(st->write(st->ctx, file, off, buf, p->cur_len));
 }
 
-/* sha256 of file `file` (its first `size` bytes) into out, read through the page buffer. */
-static int hash_file(amc_patch_t *p, unsigned file, uint32_t size, uint8_t out[32])
+/* sha256 of file `file` (its first `size` bytes) into p->fsha.buf, read through the page buffer. */
+static int hash_file(amc_patch_t *p, unsigned file, uint32_t size)
 {
     const amc_storage_t *st = p->cfg->storage;
     uint32_t off = 0;
@@ -144,7 +144,7 @@ static int hash_file(amc_patch_t *p, unsigned file, uint32_t size, uint8_t out[3
         amc_sha256_update(&p->fsha, p->cfg->page_buf, n);
         off += n;
     }
-    amc_sha256_final(&p->fsha, out);
+    amc_sha256_final(&p->fsha, p->fsha.buf);
     return 0;
 }
 
@@ -344,8 +344,7 @@ static int parse_record_header(amc_patch_t *p)
 /* A field is complete: act on it and say what comes next. */
 static int step(amc_patch_t *p)
 {
-    uint8_t *f = p->fld;
-    uint8_t d[32];
+    uint8_t *f = p->fld, *d;
     int rc;
     switch (p->st) {
     case ST_HEADER:
@@ -361,8 +360,8 @@ static int step(amc_patch_t *p)
         return expect(p, ST_FBASE, 32, p->pass == AMC_PASS_ROLLBACK ? p->file_sha[p->fi] : NULL);
     case ST_FBASE:
         if (p->pass == AMC_PASS_VERIFY && !p->resuming) {
-            if ((rc = hash_file(p, p->fi, p->file_size[p->fi], d)) != 0) return rc;
-            if (CHECK_HASHES && amc__differ(d, f, 32)) return -AMC_E_BASE;
+            if ((rc = hash_file(p, p->fi, p->file_size[p->fi])) != 0) return rc;
+            if (CHECK_HASHES && amc__differ(p->fsha.buf, f, 32)) return -AMC_E_BASE;
         }
         return expect(p, ST_FNEW, 32, p->pass == AMC_PASS_ROLLBACK ? NULL : p->file_sha[p->fi]);
     case ST_FNEW:
@@ -401,6 +400,7 @@ static int step(amc_patch_t *p)
         }
         return end_record(p);
     case ST_DIGEST:
+        d = p->sha.buf;
         amc_sha256_final(&p->sha, d);
         if (p->pass == AMC_PASS_VERIFY) amc__copy(p->digest, d, 32);
         if ((CHECK_HASHES && amc__differ(d, f, 32)) || amc__differ(d, p->digest, 32))
@@ -472,7 +472,7 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
     amc_sha256_init(&p->sha);
     p->hash_end = AMC_HEADER_SIZE;
     expect(p, ST_HEADER, AMC_HEADER_SIZE, NULL);
-    if ((rc = load_progress(cfg, &p->prog, p->fld)) != 0) return p->error = rc;
+    if ((rc = load_progress(cfg, &p->prog, p->fld, &p->fsha)) != 0) return p->error = rc;
     p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK;
     if (pass == AMC_PASS_VERIFY) return 0;
     p->verified = 1;
@@ -514,7 +514,6 @@ int amc_patch_process(amc_patch_t *p, const uint8_t *data, size_t len)
 
 int amc_patch_finish(amc_patch_t *p)
 {
-    uint8_t d[32];
     uint32_t i;
     int rc;
     if (!p) return -AMC_E_ARG;
@@ -530,8 +529,8 @@ int amc_patch_finish(amc_patch_t *p)
     /* the last page: no progress write after it (redoing it from its backup is harmless) */
     if ((rc = commit(p)) != 0) goto fail;
     for (i = 0; i < p->nfiles; i++) {
-        if ((rc = hash_file(p, i, p->file_size[i], d)) != 0) goto fail;
-        if (CHECK_HASHES && amc__differ(d, p->file_sha[i], 32)) {
+        if ((rc = hash_file(p, i, p->file_size[i])) != 0) goto fail;
+        if (CHECK_HASHES && amc__differ(p->fsha.buf, p->file_sha[i], 32)) {
             rc = p->pass == AMC_PASS_APPLY ? -AMC_E_RESULT : -AMC_E_BASE;
             goto fail;
         }

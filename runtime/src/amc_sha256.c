@@ -67,16 +67,20 @@ void amc_sha256_update(amc_sha256_t *s, const uint8_t *data, size_t len)
 void amc_sha256_final(amc_sha256_t *s, uint8_t out[32])
 {
     uint32_t hi = s->len_hi << 3 | s->len_lo >> 29, lo = s->len_lo << 3;
-    uint8_t pad[72];
-    unsigned i, n = 64u - ((s->len_lo + 8u) & 63u);   /* 1..64 bytes of 0x80 0x00... */
-    amc__fill(pad, 0, sizeof pad);
-    pad[0] = 0x80;
+    uint8_t b[8];
+    unsigned i;
+    /* padding through update keeps compress() at one call site: 0x80, zeros, bit length */
+    b[0] = 0x80;
+    amc_sha256_update(s, b, 1);
+    b[0] = 0;
+    while ((s->len_lo & 63u) != 56) amc_sha256_update(s, b, 1);
     for (i = 0; i < 4; i++) {
-        pad[n + i] = (uint8_t)(hi >> (24 - 8 * i));
-        pad[n + 4 + i] = (uint8_t)(lo >> (24 - 8 * i));
+        b[i] = (uint8_t)(hi >> (24 - 8 * i));
+        b[4 + i] = (uint8_t)(lo >> (24 - 8 * i));
     }
-    amc_sha256_update(s, pad, n + 8u);
-    for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * (i & 3)));
+    amc_sha256_update(s, b, 8);
+    /* only s->h is read from here on, so `out` may be s->buf */
+    for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * i));
 }
 
 void amc__copy(void *dst, const void *src, size_t n)
