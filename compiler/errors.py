@@ -23,3 +23,9 @@ class BudgetError(AmcError):
     """A flash, RAM or patch budget is exceeded; the message names the budget and the need."""
 
     exit_code = 4
+
+
+class LoweringError(AmcError):
+    """A graph holds an operator the backend cannot lower; the message names the op and the graph."""
+
+    exit_code = 5

@@ -1,0 +1,125 @@
+"""Verification of a compiled bundle against the float model, with the real runtimes:
+per-graph SNR for one frame, SNR along a 10-second stream (drift), CER and routing of the
+streamed int8 bundle vs float on held-out audio, and per-frame wall-time ratios."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from amc.calibration.dataset import Audio
+from amc.model.branched import BranchedEncoder
+
+STREAM_SECONDS = 10.0
+ONE_FRAME_SAMPLES = 64
+TIMING_CALLS = 300
+
+
+def snr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+    reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
+    noise = float(np.sum((reference - actual) ** 2))
+    signal = float(np.sum(reference ** 2))
+    if noise == 0:
+        return float("inf")
+    return round(10.0 * np.log10(max(signal, 1e-30) / noise), 2)
+
+
+def _float_outputs(module, arrays) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(a) for a in arrays))
+    out = out if isinstance(out, tuple) else (out,)
+    return [o.numpy() for o in out]
+
+
+def one_frame_snr(model: BranchedEncoder, bundle, samples: dict[str, list[tuple]]) -> dict:
+    """Each graph on the same single-frame inputs as the float step module: SNR per output."""
+    result = {}
+    for graph, inputs in samples.items():
+        module = model.step_module(graph).eval()
+        refs, outs = [], []
+        for arrays in inputs[:ONE_FRAME_SAMPLES]:
+            refs.append(_float_outputs(module, arrays))
+            outs.append(bundle.step(graph, *arrays))
+        names = ["route_logits"] if graph == "arbitrator" else ["logits", "h_next", "c_next"]
+        per_output = {name: snr_db(np.stack([r[i] for r in refs]), np.stack([o[i] for o in outs]))
+                      for i, name in enumerate(names)}
+        result[graph] = {"snr_db": min(per_output.values()), "outputs": per_output, "frames": len(refs)}
+    return result
+
+
+def stream_snr(model: BranchedEncoder, bundle, audio: Audio) -> dict:
+    """Slow-only and fast-only streams over STREAM_SECONDS of held-out audio, float and int8 each
+    carrying its own state: logits SNR over the first and the last second, state SNR at the end."""
+    frame_s = model.config.features.frame_ms / 1000.0
+    frames = torch.cat(audio.features)[: int(round(STREAM_SECONDS / frame_s))].numpy()
+    window = max(1, int(round(1.0 / frame_s)))
+    result = {"seconds": round(len(frames) * frame_s, 2)}
+    for graph in ("slow", "fast"):
+        module = model.step_module(graph).eval()
+        h = np.zeros((1, model.config.state_dim), np.float32)
+        c = h.copy()
+        hq, cq = h.copy(), c.copy()
+        ref_logits, q_logits = [], []
+        for frame in frames:
+            x = frame[None, :].astype(np.float32)
+            logits, h, c = _float_outputs(module, (x, h, c))
+            lq, hq, cq = bundle.step(graph, x, hq, cq)
+            ref_logits.append(logits[0])
+            q_logits.append(lq[0])
+        ref_logits, q_logits = np.stack(ref_logits), np.stack(q_logits)
+        result[graph] = {
+            "first_second_snr_db": snr_db(ref_logits[:window], q_logits[:window]),
+            "last_second_snr_db": snr_db(ref_logits[-window:], q_logits[-window:]),
+            "end_state_snr_db": {"h": snr_db(h, hq), "c": snr_db(c, cq)},
+        }
+    return result
+
+
+def accuracy(model: BranchedEncoder, bundle, audio: Audio, mflops: float) -> dict:
+    """CER and routing of float vs int8, each streaming with its own arbitrator at the target's speed."""
+    from amc.model.dataset import FeatureSet
+    from amc.model.evaluate import evaluate_bundle, evaluate_model
+
+    data = FeatureSet(list(audio.features), list(audio.texts), list(audio.files))
+    if not len(data):
+        return {"utterances": 0}
+    float_result = evaluate_model(model, data, route="arbitrator", mflops=mflops)
+    int8_result = evaluate_bundle(bundle, data, route="arbitrator", mflops=mflops)
+    keys = ("cer", "wer", "fast_fraction", "mflops_per_frame")
+    return {"utterances": len(data), "mflops": mflops,
+            "float": {k: float_result[k] for k in keys} | {"latency_ms": float_result["latency_ms"]},
+            "int8": {k: int8_result[k] for k in keys} | {"latency_ms": int8_result["latency_ms"]},
+            "cer_delta": round(int8_result["cer"] - float_result["cer"], 3),
+            "fast_fraction_delta": round(int8_result["fast_fraction"] - float_result["fast_fraction"], 4)}
+
+
+def timing(bundle, samples: dict[str, list[tuple]], calls: int = TIMING_CALLS) -> dict:
+    """Median wall time per frame of each graph in its runtime, as ratios to the slow graph."""
+    medians = {}
+    for graph, inputs in samples.items():
+        arrays = inputs[0]
+        for _ in range(10):
+            bundle.step(graph, *arrays)
+        times = []
+        for i in range(calls):
+            started = time.perf_counter()
+            bundle.step(graph, *arrays)
+            times.append(time.perf_counter() - started)
+        medians[graph] = float(np.median(times))
+    slow = medians["slow"] or 1e-12
+    return {"fast_over_slow": round(medians["fast"] / slow, 3),
+            "arbitrator_over_slow": round(medians["arbitrator"] / slow, 3),
+            "calls": calls, "median_us": {g: round(t * 1e6, 1) for g, t in medians.items()}}
+
+
+def verification_samples(model: BranchedEncoder, audio: Audio, calibration_inputs: dict, mflops: float) -> dict:
+    """Held-out single-frame inputs a graph: streamed states from the verification audio when
+    there is any, otherwise the calibration inputs."""
+    if not audio.features:
+        return calibration_inputs
+    from amc.calibration.streaming import gather
+
+    held_out = gather(model, audio.features[:8], mflops=mflops, max_samples=ONE_FRAME_SAMPLES, seed=1)
+    return held_out.inputs
