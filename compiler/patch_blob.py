@@ -444,6 +444,10 @@ def make_blob(base: dict[str, bytes], records: list[Record], version: int,
     """Build a blob from base files and records: computes the result files and their sha256.
     Records name files by their index in `base`'s order. Returns (blob, new files)."""
     names = list(base)
+    provisional = [PatchFile(name, len(base[name]), bytes(32), bytes(32)) for name in names]
+    _check_order(records)
+    for record in records:                      # validate before applying
+        _encode_record(record, provisional)
     contents = [bytearray(base[name]) for name in names]
     apply_records(contents, records)
     files = [PatchFile(name, len(base[name]), hashlib.sha256(base[name]).digest(),

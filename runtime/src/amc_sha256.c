@@ -80,7 +80,7 @@ void amc_sha256_final(amc_sha256_t *s, uint8_t out[32])
     }
     amc_sha256_update(s, b, 8);
     /* only s->h is read from here on, so `out` may be s->buf */
-    for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * i));
+    for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * (i & 3)));
 }
 
 void amc__copy(void *dst, const void *src, size_t n)

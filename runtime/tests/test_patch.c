@@ -470,6 +470,16 @@ int main(int argc, char **argv)
 {
     int i, bad = 0, bench_mode = 0;
     for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--hash-vectors") == 0) {   /* shared with the Python tests */
+            static const uint32_t seeds[] = {0u, 1u, 0xdeadbeefu, 0xffffffffu};
+            static const uint32_t indices[] = {0u, 1u, 2u, 1000u, 0x7fffffffu, 0xffffffffu};
+            unsigned a, b;
+            for (a = 0; a < 4; a++)
+                for (b = 0; b < 6; b++)
+                    printf("hash index=%lu seed=%lu value=%lu\n", (unsigned long)indices[b],
+                           (unsigned long)seeds[a], (unsigned long)amc_hash_index(indices[b], seeds[a]));
+            return 0;
+        }
         if (strcmp(argv[i], "--bench") == 0) {
             bench_mode = 1;
             continue;
