@@ -1,0 +1,153 @@
+"""amc-runner, the streaming runner of bundles on Linux boards (sources in targets/runner/):
+cross-compiling it for a preset against the device runtime libraries, and the two little-endian
+files it reads and writes (AMCF: utterances of feature frames; AMCR: records of graph tensors)."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amc.compiler.errors import AmcError, InputError
+from amc.targets.device_libs import DeviceLibs, device_libs
+from amc.targets.presets import Target, get_target
+from amc.targets.qemu import cross_toolchain
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = Path(__file__).resolve().parent / "runner"
+BUILD_ROOT = REPO / "build" / "runner"
+TOOLCHAIN_FILES = {"aarch64-linux-gnu": SOURCES / "cmake" / "aarch64-linux-gnu.cmake",
+                   "arm-linux-gnueabihf": SOURCES / "cmake" / "arm-linux-gnueabihf.cmake"}
+
+
+@dataclass(frozen=True)
+class RunnerBuild:
+    target: str
+    program: Path
+    executorch: DeviceLibs
+
+    @property
+    def library_path(self) -> list[Path]:
+        return [self.executorch.lib_dir]
+
+
+def _quiet(description: str, done: int, total: int) -> None:
+    return None
+
+
+def build_runner(target_name: str, report=_quiet) -> RunnerBuild:
+    """cmake configure (once) and build of targets/runner for a Linux preset into build/runner/<target>."""
+    target = get_target(target_name)
+    tools = cross_toolchain(target)
+    report(f"runtime libraries for {target.name}", 0, 1)
+    executorch = device_libs("executorch", target.triple)
+    report(f"runtime libraries for {target.name}", 1, 1)
+    out = BUILD_ROOT / target.name
+    report(f"build amc-runner for {target.name}", 0, 1)
+    configure = [tools.cmake, "-S", str(SOURCES), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN_FILES[target.triple]}",
+                 f"-DEXECUTORCH_ROOT={executorch.root}", f"-DAMC_RUNNER_TARGET={target.name}",
+                 f"-DAMC_RUNNER_CFLAGS={' '.join(f for f in target.cflags if not f.startswith('-O'))}"]
+    cache = out / "CMakeCache.txt"
+    if not cache.exists() or f"EXECUTORCH_ROOT:PATH={executorch.root}" not in cache.read_text():
+        _run(configure, f"cmake configure of amc-runner for {target.name}")
+    _run([tools.cmake, "--build", str(out), "-j2"], f"amc-runner build for {target.name}")
+    report(f"build amc-runner for {target.name}", 1, 1)
+    return RunnerBuild(target.name, out / "amc-runner", executorch)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise AmcError(f"{what} took more than 900 s") from None
+    if result.returncode:
+        output = (result.stdout + result.stderr).splitlines()
+        first = next((line.strip() for line in output if "error" in line.lower()), output[-1] if output else "")
+        raise AmcError(f"{what} failed: {first}")
+
+
+# ---- AMCF: utterances of feature frames ------------------------------------------------------
+
+def write_features(path: Path, utterances: list[np.ndarray]) -> Path:
+    """utterances: (frames, frame_dim) float arrays, all of the same frame_dim."""
+    frame_dim = utterances[0].shape[1] if utterances else 0
+    with open(path, "wb") as out:
+        out.write(b"AMCF" + struct.pack("<III", 1, frame_dim, len(utterances)))
+        for frames in utterances:
+            frames = np.ascontiguousarray(frames, dtype="<f4")
+            if frames.ndim != 2 or frames.shape[1] != frame_dim:
+                raise InputError(f"utterance of shape {frames.shape}, expected (frames, {frame_dim})")
+            out.write(struct.pack("<I", len(frames)) + frames.tobytes())
+    return path
+
+
+# ---- AMCR: records of tensors ------------------------------------------------------------------
+
+DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2")}
+CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2}
+
+
+def write_records(path: Path, records: list[list[np.ndarray]]) -> Path:
+    per_record = len(records[0]) if records else 0
+    with open(path, "wb") as out:
+        out.write(b"AMCR" + struct.pack("<III", 1, len(records), per_record))
+        for record in records:
+            if len(record) != per_record:
+                raise InputError("every record needs the same number of tensors")
+            for tensor in record:
+                code = CODES[np.dtype(tensor.dtype)]
+                flat = np.ascontiguousarray(tensor, dtype=DTYPES[code]).reshape(-1)
+                out.write(struct.pack("<BxxxI", code, flat.size) + flat.tobytes())
+    return path
+
+
+def read_records(path: Path) -> list[list[np.ndarray]]:
+    data = Path(path).read_bytes()
+    if data[:4] != b"AMCR" or len(data) < 16:
+        raise InputError(f"{path}: not an AMCR file")
+    version, count, per_record = struct.unpack_from("<III", data, 4)
+    if version != 1:
+        raise InputError(f"{path}: AMCR version {version} is not supported")
+    offset, records = 16, []
+    for _ in range(count):
+        record = []
+        for _ in range(per_record):
+            if offset + 8 > len(data):
+                raise InputError(f"{path}: truncated")
+            code, size = struct.unpack_from("<BxxxI", data, offset)
+            if code not in DTYPES:
+                raise InputError(f"{path}: unknown dtype code {code}")
+            offset += 8
+            nbytes = size * DTYPES[code].itemsize
+            if offset + nbytes > len(data):
+                raise InputError(f"{path}: truncated")
+            record.append(np.frombuffer(data, DTYPES[code], size, offset).copy())
+            offset += nbytes
+        records.append(record)
+    return records
+
+
+# ---- the stream report ---------------------------------------------------------------------------
+
+def parse_stream(output: str) -> list[dict]:
+    """The per-utterance lines of `amc-runner stream` -> [{frames, fast_frames, latency_ms, routes, text}]."""
+    utterances: dict[int, dict] = {}
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind not in ("utterance", "routes", "text"):
+            continue
+        index_text, _, value = rest.partition(" ")
+        entry = utterances.setdefault(int(index_text), {})
+        if kind == "utterance":
+            for field in value.split():
+                key, _, number = field.partition("=")
+                entry[key] = float(number) if key == "latency_ms" else int(number)
+        elif kind == "routes":
+            entry["routes"] = value
+        else:
+            entry["text"] = value
+    return [utterances[i] for i in sorted(utterances)]

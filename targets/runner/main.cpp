@@ -1,0 +1,222 @@
+// amc-runner: the device-side streaming runner of amc bundles.
+//
+//   amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route arbitrator|slow|fast]
+//       FEATURES is an AMCF file or '-' (stdin, read frame by frame as it arrives). Prints, per
+//       utterance: its frame count, fast frames and end-of-utterance latency, the route of every
+//       frame (S slow, F fast) and the greedy CTC transcript.
+//   amc-runner graph BUNDLE NAME INPUTS OUTPUTS
+//       Runs graph NAME (fast, slow, arbitrator) on every record of INPUTS (AMCR, tensors in the
+//       graph's own I/O dtypes) and writes its outputs as AMCR.
+//   amc-runner info BUNDLE
+//
+// AMCF: "AMCF", u32 version 1, u32 frame_dim, u32 utterances; per utterance u32 frames, then
+// frames * frame_dim float32. AMCR: "AMCR", u32 version 1, u32 records, u32 tensors per record;
+// per tensor u8 dtype (0 float32, 1 int8, 2 int16), 3 zero bytes, u32 element count, the elements.
+// All little-endian. Exit status: 0 ok, 1 runtime failure, 2 bad input.
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "runner.hpp"
+
+#ifndef AMC_RUNNER_TARGET
+#define AMC_RUNNER_TARGET "host"
+#endif
+
+namespace amc {
+namespace {
+
+class BadInput : public RunnerError {
+ public:
+  using RunnerError::RunnerError;
+};
+
+struct Reader {
+  FILE* file;
+  std::string name;
+
+  void read(void* out, size_t size) {
+    if (size && std::fread(out, 1, size, file) != size) throw BadInput(name + ": truncated");
+  }
+  uint32_t u32() {
+    uint8_t b[4];
+    read(b, 4);
+    return static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 | static_cast<uint32_t>(b[2]) << 16 |
+           static_cast<uint32_t>(b[3]) << 24;
+  }
+  void magic(const char* expected) {
+    char m[4];
+    read(m, 4);
+    if (std::memcmp(m, expected, 4) != 0) throw BadInput(name + ": not an " + std::string(expected, 4) + " file");
+    if (u32() != 1) throw BadInput(name + ": unsupported version");
+  }
+};
+
+struct Writer {
+  FILE* file;
+  void write(const void* data, size_t size) {
+    if (size && std::fwrite(data, 1, size, file) != size) throw RunnerError("write failed");
+  }
+  void u32(uint32_t v) {
+    uint8_t b[4] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v >> 16),
+                    static_cast<uint8_t>(v >> 24)};
+    write(b, 4);
+  }
+};
+
+const uint32_t kMaxCount = 1u << 26;  // bound every length read from a file
+
+void check_target(const Bundle& bundle, bool any_target) {
+  if (!any_target && bundle.target != AMC_RUNNER_TARGET)
+    throw BadInput(bundle.directory + ": bundle is for target '" + bundle.target + "', this runner is built for '" +
+                   AMC_RUNNER_TARGET + "' (recompile with amc compile --target " AMC_RUNNER_TARGET ")");
+}
+
+int stream(int argc, char** argv) {
+  if (argc < 4) throw BadInput("usage: amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route R]");
+  std::string features = argv[3];
+  double mflops = 0.0, threshold = -1.0;
+  Route route = Route::Arbitrator;
+  bool any_target = false;
+  for (int i = 4; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--any-target") {
+      any_target = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw BadInput(flag + ": missing value");
+    std::string value = argv[++i];
+    if (flag == "--mflops") mflops = std::stod(value);
+    else if (flag == "--threshold") threshold = std::stod(value);
+    else if (flag == "--route") {
+      if (value == "arbitrator") route = Route::Arbitrator;
+      else if (value == "slow") route = Route::Slow;
+      else if (value == "fast") route = Route::Fast;
+      else throw BadInput("--route: arbitrator, slow or fast");
+    } else throw BadInput("unknown option " + flag);
+  }
+  Bundle bundle(argv[2]);
+  check_target(bundle, any_target);
+  if (mflops <= 0.0) mflops = bundle.nominal_mflops;
+  if (threshold < 0.0) threshold = bundle.route_threshold;
+  CostsMs costs = costs_ms(bundle, mflops);
+
+  FILE* file = features == "-" ? stdin : std::fopen(features.c_str(), "rb");
+  if (!file) throw BadInput(features + ": cannot open");
+  Reader in{file, features == "-" ? "stdin" : features};
+  in.magic("AMCF");
+  uint32_t frame_dim = in.u32(), utterances = in.u32();
+  if (frame_dim != bundle.frame_dim)
+    throw BadInput(in.name + ": frames of " + std::to_string(frame_dim) + " features, the bundle takes " +
+                   std::to_string(bundle.frame_dim));
+  size_t total_frames = 0, fast_frames = 0;
+  for (uint32_t u = 0; u < utterances; ++u) {
+    uint32_t frames = in.u32();
+    if (frames > kMaxCount) throw BadInput(in.name + ": frame count out of range");
+    uint32_t read = 0;
+    auto next = [&](std::vector<float>& frame) {
+      if (read == frames) return false;
+      in.read(frame.data(), frame.size() * sizeof(float));
+      ++read;
+      return true;
+    };
+    UtteranceResult result = stream_utterance(bundle, next, costs, route, threshold);
+    size_t fast = 0;
+    std::string routes;
+    for (bool f : result.fast) {
+      fast += f;
+      routes += f ? 'F' : 'S';
+    }
+    total_frames += result.fast.size();
+    fast_frames += fast;
+    std::printf("utterance %u frames=%zu fast_frames=%zu latency_ms=%.6f\n", u, result.fast.size(), fast,
+                result.latency_ms);
+    std::printf("routes %u %s\n", u, routes.c_str());
+    std::printf("text %u %s\n", u, result.text.c_str());
+    std::fflush(stdout);
+  }
+  if (file != stdin) std::fclose(file);
+  std::printf("summary target=%s backend=%s utterances=%u frames=%zu fast_frames=%zu mflops=%.3f threshold=%.6f\n",
+              bundle.target.c_str(), bundle.backend.c_str(), utterances, total_frames, fast_frames, mflops, threshold);
+  return 0;
+}
+
+int graph(int argc, char** argv) {
+  if (argc < 6) throw BadInput("usage: amc-runner graph BUNDLE NAME INPUTS OUTPUTS [--any-target]");
+  Bundle bundle(argv[2]);
+  check_target(bundle, argc > 6 && std::string(argv[6]) == "--any-target");
+  GraphInfo& info = bundle.graph(argv[3]);
+  FILE* file = std::fopen(argv[4], "rb");
+  if (!file) throw BadInput(std::string(argv[4]) + ": cannot open");
+  Reader in{file, argv[4]};
+  in.magic("AMCR");
+  uint32_t records = in.u32(), per_record = in.u32();
+  if (per_record != info.inputs.size())
+    throw BadInput(in.name + ": " + std::to_string(per_record) + " tensors a record, graph '" + argv[3] + "' takes " +
+                   std::to_string(info.inputs.size()));
+  FILE* out_file = std::fopen(argv[5], "wb");
+  if (!out_file) throw BadInput(std::string(argv[5]) + ": cannot create");
+  Writer out{out_file};
+  out.write("AMCR", 4);
+  out.u32(1);
+  out.u32(records);
+  out.u32(static_cast<uint32_t>(info.outputs.size()));
+  for (uint32_t r = 0; r < records; ++r) {
+    std::vector<Tensor> inputs;
+    for (uint32_t i = 0; i < per_record; ++i) {
+      uint8_t head[4];
+      in.read(head, 4);
+      Tensor t;
+      if (head[0] > 2) throw BadInput(in.name + ": unknown dtype code");
+      t.dtype = static_cast<DType>(head[0]);
+      uint32_t count = in.u32();
+      if (count != info.inputs[i].count() || t.dtype != info.inputs[i].dtype)
+        throw BadInput(in.name + ": tensor " + std::to_string(i) + " does not match input '" + info.inputs[i].name + "'");
+      t.shape = info.inputs[i].shape;
+      t.bytes.resize(count * dtype_size(t.dtype));
+      in.read(t.bytes.data(), t.bytes.size());
+      inputs.push_back(std::move(t));
+    }
+    for (const Tensor& t : info.runtime->run(inputs)) {
+      uint8_t head[4] = {static_cast<uint8_t>(t.dtype), 0, 0, 0};
+      out.write(head, 4);
+      out.u32(static_cast<uint32_t>(t.count()));
+      out.write(t.bytes.data(), t.bytes.size());
+    }
+  }
+  std::fclose(file);
+  if (std::fclose(out_file) != 0) throw RunnerError(std::string(argv[5]) + ": write failed");
+  std::printf("graph %s records=%u outputs=%zu\n", argv[3], records, info.outputs.size());
+  return 0;
+}
+
+int info(int argc, char** argv) {
+  if (argc < 3) throw BadInput("usage: amc-runner info BUNDLE");
+  Bundle bundle(argv[2]);
+  std::printf("bundle %s target=%s backend=%s runner_target=%s frame_dim=%zu state_dim=%zu frame_ms=%.3f "
+              "threshold=%.6f nominal_mflops=%.3f macs_fast=%.0f macs_slow=%.0f macs_arbitrator=%.0f\n",
+              bundle.directory.c_str(), bundle.target.c_str(), bundle.backend.c_str(), AMC_RUNNER_TARGET,
+              bundle.frame_dim, bundle.state_dim, bundle.frame_ms, bundle.route_threshold, bundle.nominal_mflops,
+              bundle.fast.macs, bundle.slow.macs, bundle.arbitrator.macs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace amc
+
+int main(int argc, char** argv) {
+  std::string command = argc > 1 ? argv[1] : "";
+  try {
+    if (command == "stream") return amc::stream(argc, argv);
+    if (command == "graph") return amc::graph(argc, argv);
+    if (command == "info") return amc::info(argc, argv);
+    std::fprintf(stderr, "usage: amc-runner stream|graph|info BUNDLE ...\n");
+    return 2;
+  } catch (const amc::BadInput& error) {
+    std::fprintf(stderr, "amc-runner: error: %s\n", error.what());
+    return 2;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "amc-runner: error: %s\n", error.what());
+    return 1;
+  }
+}
