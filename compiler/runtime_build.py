@@ -437,6 +437,21 @@ def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int =
     }
 
 
+def cached_fixture_packs(out_dir: Path, crosscheck_cases: int = 300) -> dict[str, Path]:
+    """The fixture packs, regenerated only when the code that writes them changed."""
+    sources = [Path(pb.__file__), Path(__file__)]
+    stamp = hashlib.sha256(b"".join(p.read_bytes() for p in sources) +
+                           str(crosscheck_cases).encode()).hexdigest()
+    names = ("crosscheck", "reject", "powercut", "badblob")
+    packs = {name: out_dir / f"{name}.pack" for name in names}
+    stamp_file = out_dir / "fixtures.stamp"
+    if stamp_file.exists() and stamp_file.read_text() == stamp and all(p.exists() for p in packs.values()):
+        return packs
+    packs = write_fixture_packs(out_dir, crosscheck_cases=crosscheck_cases)
+    stamp_file.write_text(stamp)
+    return packs
+
+
 def write_bench_pack(out_dir: Path, size: int = 1 << 20, seed: int = 7) -> Path:
     """Throughput fixtures: a 1 MiB graph file patched by a hash diff over all of it, by a
     sparse diff touching 10% of its bytes, and by a sparse diff touching 1%."""
@@ -516,7 +531,7 @@ def test_runtime(target_name: str, report: Report = _quiet, variant: str = "",
     build = build_runtime(target_name, variant=variant, report=report)
     fixtures = BUILD_ROOT / "fixtures"
     report("write fixtures", 0, 1)
-    packs = write_fixture_packs(fixtures, crosscheck_cases=crosscheck_cases)
+    packs = cached_fixture_packs(fixtures, crosscheck_cases)
     report("write fixtures", 1, 1)
     args = [os.path.relpath(p, REPO) for p in packs.values()]
     report(f"run C tests on {target.name}", 0, 1)
