@@ -1,0 +1,414 @@
+"""`amc test --target T`: prove a bundle on the board's own CPU, under QEMU.
+
+For a Linux board (rpi4) the steps run top to bottom:
+
+1. tools: the cross compilers, the sysroot and qemu-user, or a one-line install hint;
+2. the bundle: the one given, or `out/<target>-<backend>` (compiled from the reference
+   checkpoint when missing); it must be for this target;
+3. the device runtime: the executorch aarch64 wheel (cached) and amc-runner built against it;
+4. graphs: a few utterances streamed on the host record every graph's inputs (the arbitrator
+   with the live backlog, both branches with the carried state); the board runs each graph on
+   those inputs and its outputs are compared with the host's from the same runtime, in
+   quantization steps of each output;
+5. streaming: the same utterances end to end through amc-runner on the board: routes,
+   transcripts and end-of-utterance latency against `evaluate_bundle` on the host;
+6. patch: a weight update of the bundle as a signed `.amcp` blob, applied in place on the board
+   by the runtime's `amc-patch` (resume first, as at boot), then the patched graphs run on the
+   board and are compared with the new bundle's outputs on the host.
+
+For a microcontroller preset the model half is checked on the host by the interpreter an MCU
+runs (TFLite Micro) against LiteRT: the runtime half runs bare-metal under qemu-system-arm in
+`amc runtime test`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amc.compiler.errors import AmcError, InputError, ToolMissingError
+from amc.targets.presets import Target, get_target
+
+REPO = Path(__file__).resolve().parent.parent
+WORK_ROOT = REPO / "build" / "ondevice"
+GRAPHS = ("fast", "slow", "arbitrator")
+NO_PATCH_IN_PROGRESS = 14     # amc-patch exit status AMC_E_STATE: nothing to resume
+
+
+def _quiet(description: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class Settings:
+    utterances: int = 4              # streamed end to end on the board
+    records_per_graph: int = 96      # recorded inputs each graph runs on the board
+    mflops: float | None = None      # processor speed for the backlog (default: the model's nominal)
+    patch: bool = True               # the amc-patch step
+
+
+# ---- 2. the bundle ------------------------------------------------------------------------------
+
+def resolve_bundle(target: Target, bundle: Path | str | None, backend: str | None, report=_quiet) -> Path:
+    """The bundle to test: the one given, else `out/<target>-<backend>`, compiled when missing."""
+    from amc.compiler.manifest import read_manifest
+    from amc.targets.presets import check_backend
+
+    if bundle is None:
+        from amc.compiler.pipeline import compile_bundle, default_output
+
+        backend = check_backend(target, backend)
+        bundle = REPO / default_output(target.name, backend)
+        if not (bundle / "manifest.json").is_file():
+            compile_bundle(target=target.name, backend=backend, output=bundle, report=report)
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    check_bundle_target(bundle, manifest, target)
+    if backend is not None and manifest["backend"] != backend:
+        raise InputError(f"{bundle}: bundle is for backend '{manifest['backend']}', not '{backend}'")
+    return bundle
+
+
+def check_bundle_target(bundle: Path, manifest: dict, target: Target) -> None:
+    if manifest.get("target") != target.name:
+        raise InputError(f"{bundle}: bundle is for target '{manifest.get('target')}', not '{target.name}': "
+                         f"compile one with `amc compile --target {target.name}`")
+
+
+def default_data(report=_quiet) -> Path:
+    """Utterances to stream: the held-out split of the reproducible calibration corpus."""
+    from amc.calibration.dataset import default_corpus
+
+    return default_corpus(report) / "test"
+
+
+# ---- 4. recorded inputs and host outputs ----------------------------------------------------------
+
+@dataclass
+class Recording:
+    inputs: dict[str, list[list[np.ndarray]]]
+    outputs: dict[str, list[list[np.ndarray]]]
+
+
+def record_graph_inputs(bundle, utterances: list[np.ndarray], per_graph: int, mflops: float) -> Recording:
+    """Stream on the host as the device does (arbitrator with the live backlog, the chosen
+    branch's state carried on) and record each graph's inputs; both branches run on every frame
+    so that each sees the states the other one produced."""
+    from amc.model.evaluate import _softmax
+    from amc.model.routing import BranchCosts, advance_backlog
+
+    config = bundle.config
+    costs = BranchCosts(**{g: 2 * bundle.macs[g] / 1e6 for g in GRAPHS}).ms(mflops)
+    inputs: dict[str, list] = {g: [] for g in GRAPHS}
+    outputs: dict[str, list] = {g: [] for g in GRAPHS}
+
+    def keep(graph: str, args: list[np.ndarray], result: list[np.ndarray]) -> None:
+        if len(inputs[graph]) < per_graph:
+            inputs[graph].append([np.array(a, np.float32, copy=True) for a in args])
+            outputs[graph].append([np.array(r, copy=True) for r in result])
+
+    for frames in utterances:
+        h = np.zeros((1, config.state_dim), np.float32)
+        c = np.zeros((1, config.state_dim), np.float32)
+        backlog = 0.0
+        for frame in frames:
+            if all(len(inputs[g]) >= per_graph for g in GRAPHS):
+                return Recording(inputs, outputs)
+            x = frame[None, :].astype(np.float32)
+            b = np.array([[backlog]], np.float32)
+            route_logits = bundle.step("arbitrator", x, b, h)
+            keep("arbitrator", [x, b, h], route_logits)
+            go_fast = bool(_softmax(route_logits[0])[0, 1] > config.route_threshold)
+            results = {}
+            for graph in ("fast", "slow"):
+                results[graph] = bundle.step(graph, x, h, c)
+                keep(graph, [x, h, c], results[graph])
+            _, h, c = results["fast" if go_fast else "slow"]
+            backlog = advance_backlog(backlog, costs.arbitrator + (costs.fast if go_fast else costs.slow),
+                                      config.features.frame_ms)
+    return Recording(inputs, outputs)
+
+
+def host_outputs(bundle, inputs: dict[str, list[list[np.ndarray]]]) -> dict[str, list[list[np.ndarray]]]:
+    return {g: [[np.array(o, copy=True) for o in bundle.step(g, *record)] for record in inputs[g]] for g in inputs}
+
+
+def compare_outputs(manifest: dict, host: dict[str, list], device: dict[str, list]) -> dict:
+    """Largest difference of each graph output in its quantization steps (|device - host| / scale
+    for float I/O around an int8 graph; the integer difference for integer I/O)."""
+    per_graph, compared, worst = {}, 0, 0.0
+    for graph in GRAPHS:
+        specs = manifest["graphs"][graph]["outputs"]
+        graph_worst, values = 0.0, 0
+        if len(host[graph]) != len(device[graph]):
+            raise AmcError(f"graph '{graph}': {len(device[graph])} output records on the board, "
+                           f"{len(host[graph])} on the host")
+        for host_record, device_record in zip(host[graph], device[graph]):
+            for spec, h, d in zip(specs, host_record, device_record):
+                h, d = np.asarray(h).reshape(-1), np.asarray(d).reshape(-1)
+                if h.shape != d.shape:
+                    raise AmcError(f"graph '{graph}': output '{spec['name']}' has {d.size} values on the board, "
+                                   f"{h.size} on the host")
+                diff = np.abs(d.astype(np.float64) - h.astype(np.float64))
+                if spec.get("dtype", "float32") == "float32":
+                    diff = diff / (spec.get("scale") or 1.0)
+                graph_worst = max(graph_worst, float(diff.max()) if diff.size else 0.0)
+                values += h.size
+        per_graph[graph] = {"records": len(host[graph]), "values": values,
+                            "max_step_diff": round(graph_worst, 4)}
+        compared += values
+        worst = max(worst, graph_worst)
+    return {"outputs_compared": compared, "max_int8_step_diff": round(worst, 4), "graphs": per_graph}
+
+
+# ---- the board -------------------------------------------------------------------------------------
+
+class Board:
+    """A Linux board preset under qemu-user, with amc-runner built for it."""
+
+    def __init__(self, target: Target, report=_quiet):
+        from amc.targets.device_runner import build_runner
+        from amc.targets.qemu import cross_toolchain, qemu_user
+
+        self.target = target
+        self.qemu = qemu_user(target)
+        cross_toolchain(target)
+        self.runner = build_runner(target.name, report)
+
+    def run(self, program: Path, args: list, what: str, timeout: float = 600, accept: tuple[int, ...] = (0,)) -> str:
+        from amc.targets.qemu import run_on_board
+
+        result = run_on_board(self.target, program, args, self.runner.library_path, timeout=timeout)
+        output = result.stdout.decode(errors="replace")
+        if result.returncode not in accept:
+            errors = [line for line in result.stderr.decode(errors="replace").splitlines()
+                      if "error" in line.lower()]
+            raise AmcError(f"{what} failed on {self.target.name} (qemu, exit status {result.returncode}): "
+                           f"{errors[-1] if errors else output.strip().splitlines()[-1:] or ''}")
+        return output
+
+    def run_graphs(self, bundle: Path, inputs: dict[str, list], work: Path) -> dict[str, list]:
+        from amc.targets.device_runner import read_records, write_records
+
+        out = {}
+        for graph in GRAPHS:
+            given, produced = work / f"{graph}.in.amcr", work / f"{graph}.out.amcr"
+            write_records(given, inputs[graph])
+            self.run(self.runner.program, ["graph", bundle, graph, given, produced], f"graph '{graph}'")
+            out[graph] = read_records(produced)
+        return out
+
+    def stream(self, bundle: Path, utterances: list[np.ndarray], mflops: float, work: Path) -> list[dict]:
+        from amc.targets.device_runner import parse_stream, write_features
+
+        features = write_features(work / "utterances.amcf", utterances)
+        output = self.run(self.runner.program, ["stream", bundle, features, "--mflops", repr(float(mflops))],
+                          "streaming")
+        return parse_stream(output)
+
+
+# ---- 6. the patch step -------------------------------------------------------------------------
+
+def make_weight_update(bundle: Path, into: Path, seed: int = 6, fraction: float = 0.05,
+                       version: int = 2) -> tuple[Path, Path, bytes]:
+    """A new bundle that differs from `bundle` in some int8 weights (a sparse update of every
+    weight-mapped tensor of the slow and fast graphs, as a neural diff produces) and the signed
+    `.amcp` blob from one to the other. Returns (new bundle, blob, public key)."""
+    from amc.compiler import patch_blob as pb
+    from amc.compiler.manifest import read_manifest
+    from amc.compiler.patch_runtime import update_manifest
+
+    manifest = read_manifest(bundle)
+    rng = np.random.default_rng(seed)
+    new_bundle = into / "new-bundle"
+    if new_bundle.exists():
+        shutil.rmtree(new_bundle)
+    shutil.copytree(bundle, new_bundle, ignore=shutil.ignore_patterns(".amc-patch"))
+    names = [manifest["graphs"][g]["file"] for g in ("fast", "slow")]
+    base = {name: (bundle / name).read_bytes() for name in names}
+    new = {name: bytearray(data) for name, data in base.items()}
+    records = []
+    for entry in sorted(manifest["weight_map"], key=lambda e: (names.index(e["file"]) if e["file"] in names else 9,
+                                                               e["offset"])):
+        if entry["file"] not in names or entry["dtype"] != "int8":
+            continue
+        start, length = entry["offset"], entry["length"]
+        region = np.frombuffer(base[entry["file"]][start:start + length], np.int8).astype(np.int16)
+        count = max(1, int(length * fraction))
+        where = rng.choice(length, size=count, replace=False)
+        updated = region.copy()
+        updated[where] = np.clip(updated[where] + rng.choice([-3, -2, -1, 1, 2, 3], size=count), -127, 127)
+        new_region = updated.astype(np.int8).tobytes()
+        record = pb.sparse_record_from_diff(names.index(entry["file"]), start, region.astype(np.int8).tobytes(),
+                                            new_region)
+        if record is not None:
+            records.append(record)
+            new[entry["file"]][start:start + length] = new_region
+    if not records:
+        raise InputError(f"{bundle}: the weight map names no int8 weights of the fast and slow graphs to update")
+    key = pb.example_signing_key()
+    blob, produced = pb.make_blob(base, records, version, key)
+    for name in names:
+        if produced[name] != bytes(new[name]):
+            raise AmcError(f"the blob writer's result for {name} differs from the update")
+        (new_bundle / name).write_bytes(produced[name])
+    update_manifest(new_bundle, names)
+    blob_path = into / "update.amcp"
+    blob_path.write_bytes(blob)
+    return new_bundle, blob_path, pb.public_key(key)
+
+
+def patch_tool(target: Target, report=_quiet) -> Path:
+    """amc-patch cross-built for the board by the runtime's own build (compiler/runtime_build.py)."""
+    from amc.compiler.runtime_build import build_runtime
+
+    build = build_runtime(target.name, report=report)
+    if build.cli is None:
+        raise ToolMissingError(f"the {target.name} runtime built without amc-patch (it needs libsodium for "
+                               f"{target.triple}): see `amc runtime build --target {target.name}`")
+    return build.cli
+
+
+def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording, work: Path, report=_quiet) -> dict:
+    new_bundle, blob, public = make_weight_update(bundle, work)
+    device_bundle = work / "device-bundle"          # the board's storage: a copy of the deployed bundle
+    if device_bundle.exists():
+        shutil.rmtree(device_bundle)
+    shutil.copytree(bundle, device_bundle, ignore=shutil.ignore_patterns(".amc-patch"))
+    key = work / "update.pub"
+    key.write_bytes(public)
+    report("patch on the board", 0, 2)
+    # boot order (docs/on-target.md): finish a half-applied patch first (none here: exit status
+    # 14, no patch in progress), then apply the pending one
+    resumed = board.run(tool, ["resume", "--dir", device_bundle, "--key", key, blob], "amc-patch resume",
+                        accept=(0, NO_PATCH_IN_PROGRESS))
+    applied = board.run(tool, ["apply", "--dir", device_bundle, "--key", key, blob], "amc-patch apply")
+    status = board.run(tool, ["status", "--dir", device_bundle], "amc-patch status")
+    report("patch on the board", 1, 2)
+    from amc.compiler.bundle import load_bundle
+
+    files_equal = all((device_bundle / n).read_bytes() == (new_bundle / n).read_bytes()
+                      for n in ("fast.pte", "slow.pte", "arbitrator.pte") if (new_bundle / n).exists())
+    new_host = host_outputs(load_bundle(new_bundle), recording.inputs)
+    device = board.run_graphs(device_bundle, recording.inputs, work)
+    comparison = compare_outputs(json.loads((new_bundle / "manifest.json").read_text()), new_host, device)
+    report("patch on the board", 2, 2)
+    changed = any(not np.array_equal(a, b) for g in ("fast", "slow")
+                  for ra, rb in zip(new_host[g], recording.outputs[g]) for a, b in zip(ra, rb))
+    return {"blob_bytes": blob.stat().st_size, "files_equal": files_equal, "outputs_changed": changed,
+            "max_int8_step_diff": comparison["max_int8_step_diff"],
+            "patched_equal": bool(files_equal and comparison["max_int8_step_diff"] == 0.0),
+            "resume": resumed.strip(), "apply": applied.strip(), "status": status.strip()}
+
+
+# ---- the whole test -------------------------------------------------------------------------------
+
+def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, backend: str | None = None,
+                   data: Path | str | None = None, settings: Settings | None = None, report=_quiet) -> dict:
+    """Run the on-target checks for a preset; returns the figures (see the module docstring)."""
+    settings = settings or Settings()
+    target = get_target(target_name)
+    if not target.linux:
+        return test_mcu_reference(target, bundle, data, settings, report)
+    if not target.triple:
+        raise InputError("`amc test` runs the board presets under QEMU (rpi4, rpi3, cortex-m4, cortex-m7); "
+                         "host bundles are verified by `amc compile` itself")
+    started = time.monotonic()
+    # 1. tools, before any long work
+    from amc.targets.qemu import cross_toolchain, qemu_user
+    qemu_user(target)
+    cross_toolchain(target)
+    # 2. the bundle
+    bundle = resolve_bundle(target, bundle, backend, report)
+    from amc.compiler.bundle import load_bundle
+    host_bundle = load_bundle(bundle)
+    if host_bundle.backend != "executorch":
+        raise InputError(f"{bundle}: on-target runs cover ExecuTorch bundles (amc-runner links the executorch "
+                         f"aarch64 runtime); this one is '{host_bundle.backend}': "
+                         f"compile with `amc compile --target {target.name} --backend executorch`")
+    config = host_bundle.config
+    mflops = settings.mflops or config.nominal_mflops
+    # 3. the device runtime
+    board = Board(target, report)
+    # 4. graphs on recorded inputs
+    from amc.model.dataset import load_features
+    data_dir = Path(data) if data is not None else default_data(report)
+    features = load_features(data_dir, config.features, report)
+    if not len(features):
+        raise InputError(f"{data_dir}: no utterances")
+    count = min(settings.utterances, len(features))
+    utterances = [features.features[i].numpy() for i in range(count)]
+    report("record host inputs", 0, 1)
+    recording = record_graph_inputs(host_bundle, utterances, settings.records_per_graph, mflops)
+    report("record host inputs", 1, 1)
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=WORK_ROOT))
+    try:
+        report("graphs on the board", 0, 1)
+        device = board.run_graphs(bundle, recording.inputs, work)
+        report("graphs on the board", 1, 1)
+        graphs = compare_outputs(host_bundle.manifest, recording.outputs, device)
+        # 5. streaming end to end
+        from amc.model.evaluate import evaluate_bundle
+        report("stream on the board", 0, 1)
+        streamed = board.stream(bundle, utterances, mflops, work)
+        report("stream on the board", 1, 1)
+        host = evaluate_bundle(host_bundle, features.subset(range(count)), mflops=mflops, keep_traces=True)["traces"]
+        streaming = compare_streams(host, streamed)
+        # 6. the patch, applied on the board
+        patch = None
+        if settings.patch:
+            try:
+                tool = patch_tool(target, report)
+            except ToolMissingError as missing:
+                patch = {"skipped": str(missing), "patched_equal": None}
+            else:
+                patch = patch_on_board(board, tool, bundle, recording, work, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "target": target.name, "bundle": str(bundle), "backend": host_bundle.backend,
+        "emulator": " ".join(Path(board.qemu[0]).name if i == 0 else a for i, a in enumerate(board.qemu)),
+        "runtime": f"executorch {board.runner.executorch.version} ({board.runner.executorch.wheel.name})",
+        "outputs_compared": graphs["outputs_compared"],
+        "max_int8_step_diff": graphs["max_int8_step_diff"],
+        "graphs": graphs["graphs"],
+        "utterances": count, "frames": streaming["frames"], "mflops": mflops,
+        "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
+        "max_latency_diff_ms": streaming["max_latency_diff_ms"],
+        "transcripts": streaming["transcripts"],
+        "patched_equal": patch["patched_equal"] if patch else None,
+        "patch": patch,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    result["ok"] = bool(result["max_int8_step_diff"] <= 1.0 and result["transcripts_equal"]
+                        and result["routes_equal"] and result["patched_equal"] is not False)
+    return result
+
+
+def compare_streams(host_traces: list[dict], device: list[dict]) -> dict:
+    if len(device) != len(host_traces):
+        raise AmcError(f"the board streamed {len(device)} utterances, the host {len(host_traces)}")
+    transcripts, routes_equal, latency, frames = [], True, 0.0, 0
+    for trace, streamed in zip(host_traces, device):
+        host_routes = "".join("F" if f else "S" for f in trace["fast"])
+        routes_equal &= streamed.get("routes", "") == host_routes
+        latency = max(latency, abs(float(streamed.get("latency_ms", -1.0)) - float(trace["backlog_ms"][-1]
+                                                                                   if len(trace["backlog_ms"]) else 0.0)))
+        frames += len(host_routes)
+        transcripts.append({"host": trace["hypothesis"], "board": streamed.get("text", ""),
+                            "fast_frames": int(np.sum(trace["fast"])), "frames": len(host_routes)})
+    return {"transcripts_equal": all(t["host"] == t["board"] for t in transcripts), "routes_equal": bool(routes_equal),
+            "max_latency_diff_ms": round(latency, 6), "frames": frames, "transcripts": transcripts}
+
+
+# ---- microcontrollers: the model half on the interpreter an MCU runs ---------------------------------
+
+def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | str | None, settings: Settings,
+                       report=_quiet) -> dict:
+    raise InputError(f"`amc test --target {target.name}`: not available yet")
