@@ -67,9 +67,7 @@ class Grid:
     quant_min: int = -127
     quant_max: int = 127
     transposed: bool = False        # the file stores values.T
-    graph: str = ""                 # where it lives in the bundle (filled from the weight map)
-    file: str = ""
-    offset: int = -1
+    locations: tuple = ()           # (file, offset, length) of every copy in the bundle
 
     @property
     def key(self) -> str:
@@ -385,13 +383,19 @@ def _loss(diffed: _DiffedModel, deltas, batch, routes) -> torch.Tensor:
     return sum(ctc(diffed.logits(deltas, route, batch.x), batch) for route in routes) / len(routes)
 
 
+def copies(grid: Grid) -> int:
+    """How many times the bundle holds the region (the head is in both branch graphs): each copy
+    takes its own record."""
+    return max(1, len(grid.locations))
+
+
 def _sparse_cost(grids: list[Grid], masks: dict[str, np.ndarray]) -> int:
     """Record bytes of the sparse records for boolean masks (rows, cols) per region."""
     total = 0
     for grid in grids:
         mask = masks.get(grid.key)
         if mask is not None:
-            total += sparse_record_bytes(np.flatnonzero(grid.file_order(mask)))
+            total += copies(grid) * sparse_record_bytes(np.flatnonzero(grid.file_order(mask)))
     return total
 
 
@@ -527,12 +531,12 @@ def _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log
 def hash_allocation(grids: list[Grid], record_budget: int) -> dict[str, int]:
     """Buckets per region, in proportion to its size, so all hash records fit the budget."""
     sizes = {g.key: int(np.prod(g.shape)) for g in grids}
-    available = record_budget - len(grids) * hash_record_bytes(0)
-    if available < len(grids):
+    n = {g.key: copies(g) for g in grids}
+    available = record_budget - sum(n.values()) * hash_record_bytes(0)
+    if available < sum(n.values()):
         raise InputError(f"a record budget of {record_budget} bytes cannot hold one hash bucket per region")
-    total = sum(sizes.values())
-    counts = {k: max(1, min(sizes[k], int(available * s / total))) for k, s in sizes.items()}
-    return counts
+    total = sum(sizes[k] * n[k] for k in sizes)
+    return {k: max(1, min(sizes[k], int(available * s / total))) for k, s in sizes.items()}
 
 
 def _train_hash(diffed, grids, data, settings, record_budget, rng, report, log) -> NeuralDiff:
@@ -566,7 +570,8 @@ def _train_hash(diffed, grids, data, settings, record_budget, rng, report, log) 
         if values.any():
             regions.append(RegionDiff(grid.key, seed=seeds[grid.key], buckets=values))
     diff = NeuralDiff("hash", regions, grids_sha256(grids), settings.budget_bytes)
-    diff.info["record_bytes"] = sum(hash_record_bytes(len(r.buckets)) for r in regions)
+    by_key = {g.key: g for g in grids}
+    diff.info["record_bytes"] = sum(copies(by_key[r.key]) * hash_record_bytes(len(r.buckets)) for r in regions)
     diff.info["regions_changed"] = len(regions)
     diff.info["buckets"] = diff.changed_elements()
     return diff
