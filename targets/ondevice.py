@@ -37,7 +37,6 @@ from amc.targets.presets import Target, get_target
 REPO = Path(__file__).resolve().parent.parent
 WORK_ROOT = REPO / "build" / "ondevice"
 GRAPHS = ("fast", "slow", "arbitrator")
-NO_PATCH_IN_PROGRESS = 14     # amc-patch exit status AMC_E_STATE: nothing to resume
 
 
 def _quiet(description: str, done: int, total: int) -> None:
@@ -283,10 +282,9 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
     key = work / "update.pub"
     key.write_bytes(public)
     report("patch on the board", 0, 2)
-    # boot order (docs/on-target.md): finish a half-applied patch first (none here: exit status
-    # 14, no patch in progress), then apply the pending one
-    resumed = board.run(tool, ["resume", "--dir", device_bundle, "--key", key, blob], "amc-patch resume",
-                        accept=(0, NO_PATCH_IN_PROGRESS))
+    # boot order (targets/runner/boot/amc-apply-pending): finish a half-applied patch first (none
+    # here: amc-patch answers status=idle), then apply the pending one
+    resumed = board.run(tool, ["resume", "--dir", device_bundle, "--key", key, blob], "amc-patch resume")
     applied = board.run(tool, ["apply", "--dir", device_bundle, "--key", key, blob], "amc-patch apply")
     status = board.run(tool, ["status", "--dir", device_bundle], "amc-patch status")
     report("patch on the board", 1, 2)

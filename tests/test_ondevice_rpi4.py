@@ -1,0 +1,198 @@
+"""On-target checks for the Raspberry Pi 4 preset: amc-runner cross-compiled against the executorch
+aarch64 wheel, run under qemu-aarch64 (Cortex-A72) on a small compiled bundle, compared with the
+host's runtime; and the one-line errors for a wrong bundle, a missing QEMU or cross compiler."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amc.compiler.errors import InputError, ToolMissingError
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "build" / "ondevice" / "fixtures"
+_COMPILER_SOURCES = ("compiler", "passes", "calibration", "targets", "model")
+
+
+def _fixture_key() -> str:
+    """Changes when the code that compiles the fixture bundle changes."""
+    digest = hashlib.sha256()
+    for folder in _COMPILER_SOURCES:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(path.relative_to(REPO).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fixture_bundle() -> tuple[Path, Path]:
+    """(bundle, audio folder): a tiny random-init branched encoder compiled for rpi4 (ExecuTorch),
+    calibrated on a tiny synthesized corpus; built once and reused until the compiler changes."""
+    import torch
+
+    from amc.compiler.pipeline import compile_bundle
+    from amc.model.branched import BranchedEncoder
+    from amc.model.checkpoint import save_checkpoint
+    from amc.model.config import ModelConfig
+    from amc.model.corpus.synth import synthesize_corpus
+
+    root = FIXTURES / _fixture_key()
+    bundle, corpus = root / "bundle-rpi4", root / "corpus"
+    if (bundle / "manifest.json").is_file():
+        return bundle, corpus / "test"
+    if not (corpus / "corpus.json").is_file():
+        synthesize_corpus(corpus, seed=3, train=8, dev=0, test=4, force=True)
+    config = ModelConfig(vocabulary=("_",) + tuple(" abcdefghijklmnopqrstuvwxyz'"), hidden=32, fast_rank=4,
+                         fast_variant="sparse", fast_density=0.5)
+    torch.manual_seed(0)
+    model = BranchedEncoder(config)
+    for projection in model.fast.projections:      # a real sparse branch: half of each matrix kept
+        projection.mask.copy_((torch.rand_like(projection.mask) < 0.5).float())
+    save_checkpoint(model.eval(), root / "checkpoint")
+    compile_bundle(root / "checkpoint", target="rpi4", backend="executorch", calib=corpus, output=bundle)
+    return bundle, corpus / "test"
+
+
+@pytest.fixture(scope="session")
+def rpi4_bundle() -> tuple[Path, Path]:
+    return fixture_bundle()
+
+
+def _patch_tool_available() -> bool:
+    from amc.compiler.runtime_build import build_runtime
+    return build_runtime("rpi4").cli is not None
+
+
+# ---- the device files: formats (plain) ----------------------------------------------------------
+
+def test_records_round_trip(tmp_path):
+    from amc.targets.device_runner import read_records, write_records
+
+    records = [[np.arange(6, dtype=np.float32).reshape(2, 3), np.array([-3, 7], np.int8)],
+               [np.zeros(6, np.float32), np.array([127, -128], np.int8)]]
+    back = read_records(write_records(tmp_path / "r.amcr", records))
+    assert len(back) == 2
+    for given, got in zip(records, back):
+        for a, b in zip(given, got):
+            assert a.dtype == b.dtype and np.array_equal(a.reshape(-1), b)
+    (tmp_path / "bad.amcr").write_bytes(b"AMCR" + bytes(12) + b"\x09")
+    with pytest.raises(InputError):
+        read_records(tmp_path / "bad.amcr")
+
+
+def test_stream_report_is_parsed():
+    from amc.targets.device_runner import parse_stream
+
+    out = ("utterance 0 frames=3 fast_frames=1 latency_ms=12.500000\nroutes 0 SFS\ntext 0  hi there\n"
+           "utterance 1 frames=0 fast_frames=0 latency_ms=0.000000\nroutes 1 \ntext 1 \nsummary target=rpi4\n")
+    parsed = parse_stream(out)
+    assert parsed[0] == {"frames": 3, "fast_frames": 1, "latency_ms": 12.5, "routes": "SFS", "text": " hi there"}
+    assert parsed[1]["text"] == "" and parsed[1]["routes"] == ""
+
+
+# ---- bad input: one-line errors (plain) ---------------------------------------------------------------
+
+def _fake_bundle(path: Path, target: str) -> Path:
+    path.mkdir()
+    graphs = {g: {"file": f"{g}.pte"} for g in ("fast", "slow", "arbitrator")}
+    (path / "manifest.json").write_text(json.dumps({"schema": "amc-bundle", "schema_version": 1, "target": target,
+                                                    "backend": "executorch", "graphs": graphs}))
+    return path
+
+
+def test_bundle_for_another_target_is_refused(tmp_path, capsys):
+    from amc.compiler.cli import main
+
+    bundle = _fake_bundle(tmp_path / "b", "host")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--target", "rpi4", "--bundle", str(bundle), "--json"])
+    assert exit_info.value.code == InputError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "for target 'host', not 'rpi4'" in err and "amc compile --target rpi4" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["image", "--target", "rpi4", "--bundle", str(bundle), "-o", str(tmp_path / "img")])
+    assert exit_info.value.code == InputError.exit_code
+
+
+def test_missing_qemu_and_cross_compiler_say_what_to_install(tmp_path, monkeypatch):
+    from amc.targets.ondevice import test_on_target
+
+    bundle = _fake_bundle(tmp_path / "b", "rpi4")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))       # nothing installed
+    with pytest.raises(ToolMissingError, match="apt-get install qemu-user"):
+        test_on_target("rpi4", bundle)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    os.symlink("/usr/bin/qemu-aarch64", tools / "qemu-aarch64")   # QEMU present, the cross compiler not
+    monkeypatch.setenv("PATH", str(tools))
+    with pytest.raises(ToolMissingError, match="apt-get install gcc-aarch64-linux-gnu"):
+        test_on_target("rpi4", bundle)
+
+
+def test_host_preset_is_not_a_board():
+    from amc.targets.ondevice import test_on_target
+
+    with pytest.raises(InputError, match="board presets"):
+        test_on_target("host")
+
+
+# ---- under QEMU -------------------------------------------------------------------------------------
+
+@pytest.mark.cross
+def test_rpi4_graphs_streaming_and_patch_match_the_host(rpi4_bundle):
+    from amc.targets.ondevice import Settings, test_on_target
+
+    bundle, audio = rpi4_bundle
+    result = test_on_target("rpi4", bundle, data=audio, settings=Settings(utterances=3, records_per_graph=48))
+    assert result["outputs_compared"] > 0
+    assert result["max_int8_step_diff"] <= 1.0
+    assert result["transcripts_equal"] and result["routes_equal"]
+    assert result["max_latency_diff_ms"] < 1e-3
+    assert result["frames"] == sum(t["frames"] for t in result["transcripts"])
+    assert any(t["fast_frames"] for t in result["transcripts"]) or result["mflops"] > 0
+    if not _patch_tool_available():
+        pytest.skip("amc-patch for rpi4 is not built here (the runtime's CLI needs libsodium for aarch64)")
+    assert result["patched_equal"] is True
+    assert result["patch"]["outputs_changed"] and result["patch"]["files_equal"]
+
+
+@pytest.mark.cross
+def test_rpi4_runner_routes_like_the_python_stream_at_other_speeds(rpi4_bundle, tmp_path):
+    """Same routes as evaluate_bundle when the backlog builds up (slow processor) and when it does not."""
+    from amc.compiler.bundle import load_bundle
+    from amc.model.dataset import load_features
+    from amc.model.evaluate import evaluate_bundle
+    from amc.targets.ondevice import Board, compare_streams
+    from amc.targets.presets import get_target
+
+    bundle, audio = rpi4_bundle
+    host = load_bundle(bundle)
+    data = load_features(audio, host.config.features).subset(range(2))
+    board = Board(get_target("rpi4"))
+    fast_seen = set()
+    for mflops in (0.05, 1.0, 500.0):
+        streamed = board.stream(bundle, [f.numpy() for f in data.features], mflops, tmp_path)
+        traces = evaluate_bundle(host, data, mflops=mflops, keep_traces=True)["traces"]
+        compared = compare_streams(traces, streamed)
+        assert compared["routes_equal"] and compared["transcripts_equal"], mflops
+        assert compared["max_latency_diff_ms"] < 1e-3
+        fast_seen |= {t["fast_frames"] > 0 for t in compared["transcripts"]}
+    assert fast_seen == {True, False} or True in fast_seen
+
+
+@pytest.mark.cross
+def test_rpi4_cli_prints_the_figures(rpi4_bundle, capsys):
+    from amc.compiler.cli import main
+
+    bundle, audio = rpi4_bundle
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--target", "rpi4", "--bundle", str(bundle), "--data", str(audio), "--utterances", "1",
+              "--records", "8", "--no-patch", "--json"])
+    assert exit_info.value.code == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("outputs_compared", "max_int8_step_diff", "transcripts_equal", "patched_equal"):
+        assert key in result
+    assert result["patched_equal"] is None and result["ok"] is True
