@@ -642,3 +642,36 @@ def largest_changes(grids: list[Grid], target: list[Grid], budget_bytes: int,
     diff = NeuralDiff("sparse", regions, grids_sha256(grids), budget_bytes, {"baseline": "largest changes"})
     diff.info["elements_changed"] = diff.changed_elements()
     return diff
+
+
+# ---- against a bundle on disk (`amc train-diff`) ------------------------------------------------
+
+def train_diff_for_bundle(base_bundle: Path | str, data: Path | str, out: Path | str,
+                          model: Path | str | None = None, method: str = "sparse", budget: str | int = "10%",
+                          epochs: int = 4, learning_rate: float = 0.15, old_data: Path | str | None = None,
+                          old_utterances: int = 240, seed: int = 0, report: Report = _quiet,
+                          log: Callable[[dict], None] | None = None) -> dict:
+    """Train a diff of the model deployed as `base_bundle` on the update folder `data` (its
+    train/ split, mixed with old utterances) whose blob will fit `budget` (bytes or '% of the
+    bundle'), and save it to `out`. `model` is the float checkpoint the bundle was compiled from
+    (default: the one its manifest names); the bundle's int8 values stand in for its weights."""
+    from amc.compiler.diff import grids_from_bundle, parse_budget, read_base
+    from amc.model.checkpoint import load_checkpoint
+    from amc.model.corpus.updates import update_training_set
+
+    base = read_base(base_bundle)
+    grids = grids_from_bundle(base)
+    if not grids:
+        raise InputError(f"{base_bundle}: its weight map holds no int8 region a diff can change")
+    float_model = load_checkpoint(model if model is not None else base.manifest["model"].get("checkpoint"))
+    if float_model.config.to_json() != base.config.to_json():
+        raise InputError(f"{model}: not the architecture of {base_bundle}")
+    budget_bytes = budget if isinstance(budget, int) else parse_budget(budget, base.bundle_bytes)
+    train_data = update_training_set(data, float_model.config.features, old_data, old_utterances, seed, report)
+    settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=epochs, learning_rate=learning_rate,
+                            seed=seed, file_names=tuple(base.files))
+    diff = train_diff(float_model, grids, train_data, settings, report=report, log=log)
+    diff.info["bundle_bytes"] = base.bundle_bytes
+    diff.save(out)
+    return {"diff": str(out), "method": method, "budget_bytes": budget_bytes, "bundle_bytes": base.bundle_bytes,
+            **{k: v for k, v in diff.info.items() if k != "settings"}}

@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """The command table, in one place."""
-    from amc.compiler.cli import data, devicecmd, modelcmd, runtimecmd, targetscmd
+    from amc.compiler.cli import data, devicecmd, diffcmd, modelcmd, runtimecmd, targetscmd
 
     app.add_typer(data.app, name="data", help="Make and check speech data folders.")
     app.command("train")(modelcmd.train)
@@ -32,6 +32,9 @@ def _register() -> None:
     app.command("image")(devicecmd.image)
     app.add_typer(runtimecmd.runtime_app, name="runtime")
     app.command("patch")(runtimecmd.patch)
+    app.command("diff")(diffcmd.diff)
+    app.command("train-diff")(diffcmd.train_diff)
+    app.add_typer(diffcmd.bench_app, name="bench")
 
 
 _register()

@@ -209,3 +209,18 @@ def check_new_words(corpus: Path, updates=UPDATES) -> dict[str, list[str]]:
             texts += [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
     padded = " " + " | ".join(texts) + " "
     return {u.name: [w for w in u.words if f" {w} " in padded] for u in updates}
+
+
+def update_training_set(update_dir: Path | str, features, old_data: Path | str | None = None,
+                        old_utterances: int = 240, seed: int = 0, report: Report | None = None):
+    """An update's training set: its new-word utterances plus `old_utterances` drawn from the old
+    training folder (so the model keeps what it knew)."""
+    from amc.model.dataset import FeatureSet, load_features
+
+    new = load_features(Path(update_dir) / "train", features, report)
+    if old_data is None or old_utterances <= 0:
+        return new
+    old = load_features(old_data, features, report)
+    rng = random.Random(f"{seed}:old:{Path(update_dir).name}")
+    picked = old.subset(sorted(rng.sample(range(len(old)), min(old_utterances, len(old)))))
+    return FeatureSet(new.features + picked.features, new.texts + picked.texts, new.files + picked.files)

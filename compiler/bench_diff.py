@@ -1,0 +1,259 @@
+"""`amc bench diff`: the neural-diff experiment of docs/benchmarks.md, recomputed from the shipped
+updates (model/updates/).
+
+Five successive updates from v1, each applied on top of the last, per method chain:
+full retraining (the reference), sparse and hash diffs at each budget, and the plain baseline of
+keeping the full retrain's largest int8 changes within the same budget. For every step: the blob
+and the new bundle (`amc diff`, proven with the C runtime), CER on the old test subset and on the
+update's new-words test set, and the sizes of generic binary diffs (bsdiff4, detools in-place,
+zstd --patch-from, xdelta3) of the same base and new graph files, both for the full retrain's
+artifacts and for the very bytes the amc blob produces.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from amc.compiler.errors import InputError, ToolMissingError
+
+Report = Callable[[str, int, int], None]
+SCENARIO = "scenario.json"
+
+
+def _quiet(description: str, done: int, total: int) -> None:
+    return None
+
+
+# ---- generic binary diffs ----------------------------------------------------------------------
+
+def generic_diff_sizes(old: dict[str, bytes], new: dict[str, bytes]) -> dict[str, int]:
+    """Bytes of each generic diff tool's patch from `old` to `new`, summed over the files that
+    differ (a file that is unchanged needs no patch)."""
+    sizes = {"bsdiff4": 0, "detools_inplace": 0, "zstd_patch_from": 0, "xdelta3": 0}
+    for name in new:
+        if old[name] == new[name]:
+            continue
+        for tool, size in _one_file(old[name], new[name]).items():
+            sizes[tool] += size
+    return sizes
+
+
+def _one_file(old: bytes, new: bytes) -> dict[str, int]:
+    try:
+        import bsdiff4
+        import detools
+    except ImportError as error:
+        raise ToolMissingError(f"{error.name} is not installed: pip install bsdiff4 detools") from None
+    out = {"bsdiff4": len(bsdiff4.diff(old, new))}
+    import io
+    patch = io.BytesIO()
+    size = max(len(old), len(new))
+    segment = 1 << 16
+    memory = (size + segment - 1) // segment * segment + segment
+    detools.create_patch(io.BytesIO(old), io.BytesIO(new), patch, compression="lzma",
+                         patch_type="in-place", memory_size=memory, segment_size=segment)
+    out["detools_inplace"] = len(patch.getvalue())
+    with tempfile.TemporaryDirectory(prefix="amc-generic-") as tmp:
+        a, b = Path(tmp) / "old", Path(tmp) / "new"
+        a.write_bytes(old)
+        b.write_bytes(new)
+        for tool, cmd in (("zstd_patch_from", ["zstd", "-q", "-19", "--long=27", f"--patch-from={a}", str(b),
+                                               "-o", f"{tmp}/z.patch"]),
+                          ("xdelta3", ["xdelta3", "-q", "-9", "-e", "-s", str(a), str(b), f"{tmp}/x.patch"])):
+            if shutil.which(cmd[0]) is None:
+                raise ToolMissingError(f"'{cmd[0]}' not found: apt-get install {cmd[0]}")
+            done = subprocess.run(cmd, capture_output=True, timeout=600)
+            if done.returncode:
+                raise InputError(f"{cmd[0]} failed: {done.stderr.decode(errors='replace').strip()[:200]}")
+            out[tool] = Path(cmd[-1]).stat().st_size
+    return out
+
+
+# ---- error rates, through the fused LSTM path --------------------------------------------------
+
+def branch_cer(model, data, route: str = "slow", batch_size: int = 32) -> float:
+    """CER (%) of one branch over whole utterances (the fused-kernel path, the arithmetic of the
+    step graphs)."""
+    from amc.model.dataset import batches
+    from amc.model.decoding import error_rates, greedy_decode
+
+    references, hypotheses = [], []
+    with torch.no_grad():
+        for batch in batches(data, batch_size, model.config):
+            logits = model.sequence_logits(route, batch.x)
+            for row, length in enumerate(batch.lengths.tolist()):
+                references.append(batch.texts[row])
+                hypotheses.append(greedy_decode(logits[row, :length], model.config.vocabulary))
+    return round(error_rates(references, hypotheses)[0], 2)
+
+
+# ---- the scenario ------------------------------------------------------------------------------
+
+def read_scenario(updates: Path) -> dict:
+    path = Path(updates) / SCENARIO
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; the update scenario is defined there") from None
+
+
+def _base_bundle(base: Path | None, work: Path, report: Report) -> Path:
+    if base is not None:
+        return Path(base)
+    out = work / "v1-rpi4"
+    if not (out / "manifest.json").exists():
+        from amc.compiler.pipeline import compile_bundle
+        compile_bundle(None, target="rpi4", backend="executorch", output=out, verify=False, report=report)
+    return out
+
+
+def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | None = None,
+               work: Path | str = Path("build/bench-diff"), retrain: bool = False,
+               report: Report = _quiet, log: Callable[[dict], None] | None = None) -> dict:
+    from amc.compiler.diff import grids_from_bundle, make_diff, read_base
+    from amc.model.checkpoint import load_checkpoint, save_checkpoint
+    from amc.model.corpus.updates import update_training_set
+    from amc.model.dataset import load_features
+    from amc.model.diff import (DiffSettings, deployed_model, largest_changes, load_diff, quantize_on,
+                                single_thread, train_diff, train_full)
+
+    started = time.time()
+    updates, work = Path(updates), Path(work)
+    scenario = read_scenario(updates)
+    log = log or (lambda entry: None)
+    work.mkdir(parents=True, exist_ok=True)
+    base_path = _base_bundle(Path(base) if base else None, work, report)
+    base_bundle = read_base(base_path)
+    reference = load_checkpoint(scenario.get("reference") or base_bundle.manifest["model"].get("checkpoint"))
+    config = reference.config
+    old_test = load_features(scenario["old_test"], config.features)
+    old_test = old_test.subset(range(min(len(old_test), scenario["old_test_utterances"])))
+    budgets = scenario["budgets"]                      # name -> fraction of the bundle
+    data_dir = Path(scenario["data"])
+    names = scenario["updates"]
+    file_names = tuple(base_bundle.files)
+    chains = {"full": base_path}
+    for budget in budgets:
+        for method in ("sparse", "hash", "largest"):
+            chains[f"{method}-{budget}"] = base_path
+    full_model = reference
+    rows = []
+
+    def evaluate(model, new_test) -> dict:
+        with single_thread():
+            return {"cer_old": branch_cer(model, old_test), "cer_new": branch_cer(model, new_test),
+                    "cer_old_fast": branch_cer(model, old_test, "fast"),
+                    "cer_new_fast": branch_cer(model, new_test, "fast")}
+
+    grids0 = grids_from_bundle(base_bundle)
+    first_test = load_features(data_dir / names[0] / "test", config.features)
+    rows.append({"update": "v1", "method": "deployed", "blob": None, "blob_bytes": 0,
+                 "bundle_bytes": base_bundle.bundle_bytes,
+                 **evaluate(deployed_model(reference, grids0), first_test)})
+    log(rows[-1])
+    steps = len(names) * len(chains)
+    for k, name in enumerate(names):
+        step_dir = work / name
+        step_dir.mkdir(exist_ok=True)
+        new_test = load_features(data_dir / name / "test", config.features)
+        train_data = update_training_set(data_dir / name, config.features, scenario["old_train"],
+                                         scenario["old_train_utterances"], scenario["seed"])
+        # the reference: full retraining, requantized on the frozen scales (no budget)
+        previous = chains["full"]
+        full_ckpt = step_dir / "full-checkpoint"
+        if retrain or not (full_ckpt / "model.safetensors").exists():
+            trained = train_full(full_model, grids_from_bundle(read_base(previous)), train_data,
+                                 epochs=scenario["full_epochs"], seed=scenario["seed"])
+            save_checkpoint(trained, full_ckpt)
+        full_model = load_checkpoint(full_ckpt)
+        result = make_diff(previous, full_ckpt, step_dir / "full.amcp", budget=None, method="sparse")
+        chains["full"] = result.bundle
+        full_grids = grids_from_bundle(read_base(result.bundle))
+        row = {"update": name, "method": "full", "blob": str(result.blob), "blob_bytes": result.blob_bytes,
+               "bundle_bytes": result.bundle_bytes, "bundle": str(result.bundle),
+               "generic": generic_diff_sizes(read_base(previous).files, read_base(result.bundle).files),
+               **evaluate(deployed_model(full_model, full_grids), new_test)}
+        rows.append(row)
+        log(row)
+        report("bench diff", k * len(chains) + 1, steps)
+        for budget, fraction in budgets.items():
+            budget_bytes = int(base_bundle.bundle_bytes * fraction)
+            for method in ("sparse", "hash", "largest"):
+                chain = f"{method}-{budget}"
+                previous = chains[chain]
+                grids = grids_from_bundle(read_base(previous))
+                diff_path = updates / name / f"{chain}.amcd"
+                if method == "largest":
+                    diff = largest_changes(grids, quantize_on(grids, full_model), budget_bytes, file_names)
+                    diff_path = step_dir / f"{chain}.amcd"
+                    diff.save(diff_path)
+                elif retrain or not diff_path.exists():
+                    settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=scenario["epochs"],
+                                            learning_rate=scenario["learning_rate"][method], seed=scenario["seed"],
+                                            file_names=file_names)
+                    diff = train_diff(reference, grids, train_data, settings)
+                    diff.save(diff_path)
+                diff = load_diff(diff_path)
+                result = make_diff(previous, diff_path, step_dir / f"{chain}.amcp", budget=budget_bytes)
+                chains[chain] = result.bundle
+                new_grids = grids_from_bundle(read_base(result.bundle))
+                row = {"update": name, "method": method, "budget": budget, "budget_bytes": budget_bytes,
+                       "blob": str(result.blob), "blob_bytes": result.blob_bytes,
+                       "bundle_bytes": result.bundle_bytes, "bundle": str(result.bundle),
+                       "changed_elements": result.changed_elements, "records": result.records,
+                       "diff": str(diff_path),
+                       **evaluate(deployed_model(reference, new_grids), new_test)}
+                if method == "sparse":
+                    row["generic_same_target"] = generic_diff_sizes(read_base(previous).files,
+                                                                    read_base(result.bundle).files)
+                rows.append(row)
+                log(row)
+                report("bench diff", k * len(chains) + 2 + len(rows) % len(chains), steps)
+    return {"scenario": scenario, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
+            "rows": rows, "seconds": round(time.time() - started, 1), "summary": summarize(rows)}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """After the last update: each method's CER gap to full retraining, and the size ratios."""
+    last = rows[-1]["update"]
+    final = {(r["method"] + (f"-{r['budget']}" if r.get("budget") else "")): r for r in rows if r["update"] == last}
+    full = final.get("full")
+    out = {}
+    if full:
+        for name, row in final.items():
+            out[name] = {"cer_old_gap": round(row["cer_old"] - full["cer_old"], 2),
+                         "cer_new_gap": round(row["cer_new"] - full["cer_new"], 2)}
+        best_generic = [min(r["generic"].values()) for r in rows if r["method"] == "full"]
+        amc10 = [r["blob_bytes"] for r in rows if r["method"] == "sparse" and r["budget"] == "10%"]
+        if best_generic and amc10:
+            out["generic_over_sparse_10"] = round(min(best_generic) / max(amc10), 2)
+    return out
+
+
+def render_markdown(result: dict) -> str:
+    lines = ["| update | method | budget | blob bytes | % of bundle | CER old | CER new | CER old (fast) | "
+             "CER new (fast) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        share = f"{100 * r['blob_bytes'] / r['bundle_bytes']:.2f}" if r["blob_bytes"] else "-"
+        lines.append(f"| {r['update']} | {r['method']} | {r.get('budget', '-')} | {r['blob_bytes']} | {share} | "
+                     f"{r['cer_old']:.2f} | {r['cer_new']:.2f} | {r['cer_old_fast']:.2f} | {r['cer_new_fast']:.2f} |")
+    lines += ["", "| update | artifacts | amc blob | bsdiff4 | detools in-place | zstd --patch-from | xdelta3 |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        generic = r.get("generic") or r.get("generic_same_target")
+        if not generic:
+            continue
+        what = "full retrain" if r["method"] == "full" else f"same target as sparse {r['budget']}"
+        blob = "-" if r["method"] == "full" else str(r["blob_bytes"])
+        lines.append(f"| {r['update']} | {what} | {blob} | {generic['bsdiff4']} | {generic['detools_inplace']} | "
+                     f"{generic['zstd_patch_from']} | {generic['xdelta3']} |")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""CLI: `amc diff` and `amc train-diff` exit codes, JSON keys, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amc.compiler.cli import main
+from amc.model.branched import BranchedEncoder
+from amc.model.checkpoint import save_checkpoint
+from amc.model.diff import NeuralDiff, RegionDiff, grids_sha256
+from amc.compiler.diff import grids_from_bundle, read_base
+from tests.conftest import tiny_config
+from tests.test_diff_emit import fake_bundle
+
+
+def _run(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def setup(tmp_path):
+    torch.manual_seed(0)
+    model = BranchedEncoder(tiny_config()).eval()
+    base = fake_bundle(model, tmp_path / "base")
+    grids = grids_from_bundle(read_base(base))
+    grid = grids[0]
+    NeuralDiff("sparse", [RegionDiff(grid.key, torch.arange(0, 60, 3).numpy(), torch.full((20,), 4).numpy())],
+               grids_sha256(grids), 2000).save(tmp_path / "u.amcd")
+    save_checkpoint(model, tmp_path / "ckpt")
+    save_checkpoint(BranchedEncoder(tiny_config(hidden=16)), tmp_path / "other")
+    return tmp_path, base
+
+
+def test_diff_json(setup, capsys):
+    tmp, base = setup
+    code, out, _ = _run(["diff", str(base), str(tmp / "u.amcd"), "-o", str(tmp / "u.amcp"), "--budget", "20%",
+                         "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert {"blob", "blob_bytes", "bundle_bytes", "bundle"} <= set(result)
+    assert result["blob_bytes"] == (tmp / "u.amcp").stat().st_size <= 0.2 * result["bundle_bytes"]
+
+
+@pytest.mark.parametrize("argv,message,exit_code", [
+    (["{other}"], "architecture", 2),
+    (["{ckpt}", "--budget", "50"], "cannot hold anything", 4),
+])
+def test_diff_errors_are_one_line(setup, capsys, argv, message, exit_code):
+    tmp, base = setup
+    argv = [a.format(other=tmp / "other", ckpt=tmp / "ckpt") for a in argv]
+    code, out, err = _run(["diff", str(base), argv[0], "-o", str(tmp / "x.amcp"), *argv[1:]], capsys)
+    assert code == exit_code and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp / "x.amcp").exists() and not (tmp / "x.bundle").exists()
+
+
+def test_train_diff_rejects_unknown_method(setup, capsys):
+    tmp, base = setup
+    (tmp / "data" / "train").mkdir(parents=True)
+    code, _, err = _run(["train-diff", str(base), "--data", str(tmp / "data"), "-o", str(tmp / "t.amcd"),
+                         "--model", str(tmp / "ckpt"), "--method", "dense"], capsys)
+    assert code != 0 and "amc: error" in err
