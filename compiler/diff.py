@@ -36,6 +36,7 @@ Report = Callable[[str, int, int], None]
 
 GRAPHS = ("fast", "slow", "arbitrator")
 _COLUMNS = re.compile(r"^columns (\d+):(\d+)$")
+_FOLDED = re.compile(r"^fold_normalization columns (\d+):(\d+) ")
 _ELEMENT = {"int8": 1, "int16": 2, "int32": 4}
 
 
@@ -86,15 +87,20 @@ def read_base(path: Path | str) -> BaseBundle:
 
 
 def _span(entry: dict) -> tuple[int, int] | None:
-    """The column span of the model parameter an entry holds, or None if its transform is more
-    than a column slice (folded normalization, products, masks)."""
+    """The column span of the model parameter an entry holds, or None if the tensor is more than
+    a column slice of it (products, masks, or columns the feature normalization was folded into)."""
     transforms = entry.get("transform") or []
     if not transforms:
         return (0, _model_shape(entry)[1]) if len(entry["shape"]) == 2 else None
-    if len(transforms) != 1:
+    match = _COLUMNS.match(transforms[-1])
+    if not match:
         return None
-    match = _COLUMNS.match(transforms[0])
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    span = (int(match.group(1)), int(match.group(2)))
+    for step in transforms[:-1]:
+        folded = _FOLDED.match(step)
+        if not folded or not (span[1] <= int(folded.group(1)) or span[0] >= int(folded.group(2))):
+            return None     # only a normalization folded into other columns leaves these alone
+    return span
 
 
 def _model_shape(entry: dict) -> tuple[int, ...]:
