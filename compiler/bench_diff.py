@@ -172,7 +172,9 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
         full_ckpt = step_dir / "full-checkpoint"
         if retrain or not (full_ckpt / "model.safetensors").exists():
             trained = train_full(full_model, grids_from_bundle(read_base(previous)), train_data,
-                                 epochs=scenario["full_epochs"], seed=scenario["seed"])
+                                 epochs=scenario["full_epochs"], batch_size=scenario["batch_size"],
+                                 learning_rate=scenario["learning_rate"]["full"], seed=scenario["seed"],
+                                 routes=tuple(scenario["routes"]))
             save_checkpoint(trained, full_ckpt)
         full_model = load_checkpoint(full_ckpt)
         result = make_diff(previous, full_ckpt, step_dir / "full.amcp", budget=None, method="sparse")
@@ -198,8 +200,9 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                     diff.save(diff_path)
                 elif retrain or not diff_path.exists():
                     settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=scenario["epochs"],
+                                            batch_size=scenario["batch_size"],
                                             learning_rate=scenario["learning_rate"][method], seed=scenario["seed"],
-                                            file_names=file_names)
+                                            routes=tuple(scenario["routes"]), file_names=file_names)
                     diff = train_diff(reference, grids, train_data, settings)
                     diff.save(diff_path)
                 diff = load_diff(diff_path)
