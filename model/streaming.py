@@ -19,7 +19,7 @@ ROUTE_MODES = ("arbitrator", "slow", "fast")
 class StreamResult:
     logits: torch.Tensor     # (batch, time, vocab)
     p_fast: torch.Tensor     # (batch, time): the fast share of each frame (0/1 when hard)
-    backlog_ms: torch.Tensor  # (batch, time): backlog seen before each frame
+    backlog_ms: torch.Tensor  # (batch, time): backlog seen before each frame (differentiable in the routes)
     mask: torch.Tensor       # (batch, time): 1 on real frames
 
 
@@ -41,7 +41,7 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
         backlog = backlog * mask[:, t:t + 1]
         backlogs.append(backlog[:, 0])
         if route == "arbitrator":
-            logits = model.arbitrator(frame, backlog / config.backlog_scale_ms, h)
+            logits = model.arbitrator(frame, backlog.detach() / config.backlog_scale_ms, h)
             if tau is None:
                 p = choose_fast(logits, config.route_threshold).to(x.dtype)[:, None]
             else:
@@ -51,8 +51,8 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
         h, c = _mix(model, frame, h, c, p)
         tops.append(h[:, -config.hidden:])
         shares.append(p[:, 0])
-        share = p.detach()
-        cost = (1 - share) * costs_ms.slow + share * costs_ms.fast
+        cost = (1 - p) * costs_ms.slow + p * costs_ms.fast      # differentiable in training: the
+        # backlog (and so the latency loss) depends on every earlier route
         if route == "arbitrator":
             cost = cost + costs_ms.arbitrator
         backlog = advance_backlog(backlog, cost, config.features.frame_ms)

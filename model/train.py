@@ -7,8 +7,8 @@
    Gumbel-softmax whose temperature is annealed until routing is essentially binary. The backlog
    is simulated along each utterance from the branch costs and the processor speed. Loss: CTC of
    the routed model (plus CTC of each branch alone, so either can run any frame), a compute-cost
-   term, and L_amr, the penalty for routing to the fast branch while there is no significant
-   backlog."""
+   term, L_amr, the penalty for routing to the fast branch while there is no significant
+   backlog, and the mean backlog itself, differentiable through the routes that built it."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class TrainSettings:
     cost_weight: float = 0.3
     amr_weight: float = 1.0           # 0 trains the ablation without L_amr
     amr_backlog_ms: float = 10.0      # "significant backlog"
+    latency_weight: float = 1.0       # mean backlog (in units of backlog_scale_ms), through the routes
+    arbitrator_learning_rate: float = 3e-3
     tau_start: float = 1.0
     tau_end: float = 0.1
     joint_utterances: int = 0         # 0: all; else a random subset per joint epoch
@@ -103,6 +105,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         model.feature_mean.copy_(init.feature_mean)
         model.feature_std.copy_(init.feature_std)
         settings = replace(settings, slow_epochs=0)
+        if settings.fast_epochs == 0 and init.config.fast_variant == config.fast_variant:
+            model.fast.load_state_dict(init.fast.state_dict())     # keep the trained fast branch too
     history: dict = {"settings": settings.to_json(), "epochs": []}
     log = log or (lambda message: None)
     total_epochs = settings.slow_epochs + settings.fast_epochs + settings.joint_epochs
@@ -136,7 +140,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         finish_epoch("slow", sum(losses) / len(losses), started, "slow")
 
     # phase 2: the fast branch alone, starting as a compression of the slow one
-    init_fast_from_slow(model)
+    if settings.fast_epochs:
+        init_fast_from_slow(model)
     params = list(model.fast.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.learning_rate / 2)
     for epoch in range(settings.fast_epochs):
@@ -154,7 +159,10 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
     costs_ms = costs.ms(settings.mflops)
     history["costs_mflops"] = costs.to_json()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=settings.joint_learning_rate)
+    arbitrator_params = list(model.arbitrator.parameters())
+    others = [p for p in params if all(p is not q for q in arbitrator_params)]
+    optimizer = torch.optim.Adam([{"params": others, "lr": settings.joint_learning_rate},
+                                  {"params": arbitrator_params, "lr": settings.arbitrator_learning_rate}])
     for epoch in range(settings.joint_epochs):
         fraction = epoch / max(1, settings.joint_epochs - 1)
         tau = settings.tau_start * (settings.tau_end / settings.tau_start) ** fraction
@@ -167,12 +175,14 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             frames = result.mask.sum()
             p_fast = result.p_fast * result.mask
             cost = ((1 - p_fast) * costs.slow + p_fast * costs.fast).sum() / frames / costs.slow
-            idle = (result.backlog_ms < settings.amr_backlog_ms).to(p_fast.dtype)
+            idle = (result.backlog_ms.detach() < settings.amr_backlog_ms).to(p_fast.dtype)
             amr = (p_fast * idle).sum() / frames
+            latency = (result.backlog_ms * result.mask).sum() / frames / config.backlog_scale_ms
             loss = (ctc(result.logits, batch)
                     + 0.5 * ctc(model.sequence_logits("slow", batch.x), batch)
                     + 0.5 * ctc(model.sequence_logits("fast", batch.x), batch)
-                    + settings.cost_weight * cost + settings.amr_weight * amr)
+                    + settings.cost_weight * cost + settings.amr_weight * amr
+                    + settings.latency_weight * latency)
             _step(optimizer, loss, params)
             losses.append(loss.item())
         finish_epoch(f"joint tau={tau:.2f}", sum(losses) / len(losses), started, "arbitrator")
@@ -211,6 +221,8 @@ def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", set
     if init is not None:
         base = load_checkpoint(init)
         config = replace(config, hidden=base.config.hidden, layers=base.config.layers)
+        if settings.fast_epochs == 0 and base.config.fast_variant == variant:
+            config = replace(config, fast_rank=base.config.fast_rank, fast_density=base.config.fast_density)
     model, history = train(config, train_data, dev_data, settings, report=report, log=log, init=base)
     history["train_seconds"] = round(time.time() - started, 1)
     history["train_utterances"] = len(train_data)

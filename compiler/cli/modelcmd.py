@@ -30,6 +30,7 @@ def train(
     mflops: float = typer.Option(40.0, help="Simulated processor speed (MFLOP/s) for the backlog."),
     amr_weight: float = typer.Option(1.0, help="Weight of L_amr; 0 trains the ablation without it."),
     cost_weight: float = typer.Option(0.3, help="Weight of the compute-cost term."),
+    latency_weight: float = typer.Option(1.0, help="Weight of the mean-backlog term."),
     seed: int = typer.Option(0),
     init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                         help="Take the slow branch from this checkpoint and skip its training."),
@@ -40,7 +41,7 @@ def train(
 
     settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
                              joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
-                             cost_weight=cost_weight, seed=seed)
+                             cost_weight=cost_weight, latency_weight=latency_weight, seed=seed)
     with progress_bar(not json_out) as report:
         result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density, init=init,
                                   report=report, log=lambda entry: stderr.print(entry))
