@@ -23,6 +23,7 @@ import numpy as np
 
 from amc.compiler import patch_blob as pb
 from amc.compiler.errors import AmcError, InputError, ToolMissingError
+from amc.targets.cross_libs import cross_library
 from amc.targets.presets import Target, get_target
 
 Report = Callable[[str, int, int], None]
@@ -73,6 +74,8 @@ class RuntimeBuild:
     tests: Path
     cli: Path | None
     sizes: dict = field(default_factory=dict)
+    signature: str = ""              # how the C tests and amc-patch check signatures
+    cli_missing: str = ""            # why amc-patch was not built, when it was not
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -105,10 +108,20 @@ def build_runtime(target_name: str, variant: str = "", report: Report = _quiet) 
         cmd.append("-DAMC_SANITIZE=ON")
     if variant == "fuzz":
         cmd += ["-DAMC_FUZZ=ON", "-DCMAKE_C_COMPILER=clang"]
-    if not (out / "CMakeCache.txt").exists():
+    sodium_missing = ""
+    if target.linux and target.triple and variant == "":
+        try:        # Debian's libsodium for the board, linked statically into amc-patch
+            sodium = cross_library("libsodium", target.triple)
+            cmd += [f"-DAMC_SODIUM_LIB={sodium.static_library}", f"-DAMC_SODIUM_INCLUDE={sodium.include_dir}"]
+        except ToolMissingError as missing:
+            sodium_missing = str(missing)
+            cmd += ["-DAMC_SODIUM_LIB=AMC_SODIUM_LIB-NOTFOUND", "-DAMC_SODIUM_INCLUDE=AMC_SODIUM_INCLUDE-NOTFOUND"]
+    configured = out / "amc-configure.txt"     # configure again when the command changes
+    if not (out / "CMakeCache.txt").exists() or not configured.exists() or configured.read_text() != "\n".join(cmd):
         result = _run(cmd)
         if result.returncode:
             raise AmcError(f"cmake configure for {target.name} failed: {_last_line(result)}")
+        configured.write_text("\n".join(cmd))
     result = _run(["cmake", "--build", str(out), "-j2"])
     if result.returncode:
         raise AmcError(f"runtime build for {target.name} failed: {_first_error(result)}")
@@ -117,6 +130,13 @@ def build_runtime(target_name: str, variant: str = "", report: Report = _quiet) 
     cli = out / "amc-patch"
     build = RuntimeBuild(target.name, out, out / "libamc_patch.a", out / f"amc_patch_tests{suffix}",
                          cli if cli.exists() else None)
+    # amc-patch is built exactly when libsodium is linked; the C tests then check Ed25519 with it too,
+    # else they accept the (digest, signature) pairs the Python side signed (runtime/tests/test_patch.c)
+    build.signature = "ed25519-libsodium" if build.cli else "trusted-fixture"
+    if build.cli is None:
+        build.cli_missing = sodium_missing or ("amc-patch is a Linux program: bare-metal firmware links "
+                                               "libamc_patch.a with its own verifier" if not target.linux
+                                               else "libsodium not found: apt-get install libsodium-dev")
     if variant == "":
         build.sizes = runtime_sizes(target, out)
     return build

@@ -19,6 +19,28 @@ def test_suites_on_target(target):
     assert s["reject"]["failed"] == 0
     assert s["powercut"]["corrupted"] == 0 and s["rollback"]["bad"] == 0
     assert s["badblob"]["accepted"] == 0 and s["badblob"]["storage_changed"] == 0
+    # the Pis check signatures with Debian's libsodium for their architecture (linked statically,
+    # as in amc-patch); bare metal accepts the pairs the Python side signed
+    expected = "ed25519-libsodium" if target.startswith("rpi") else "trusted-fixture"
+    assert s["signature"]["check"] == expected
+
+
+@pytest.mark.parametrize("target", ["rpi4", "rpi3"])
+def test_pi_amc_patch_carries_libsodium(target):
+    """amc-patch for the Pis is built, links libsodium statically (it needs only the C library)
+    and runs under qemu-user."""
+    import subprocess
+
+    from amc.targets.presets import get_target
+
+    build = rb.build_runtime(target)
+    assert build.cli is not None, build.cli_missing
+    preset = get_target(target)
+    dynamic = subprocess.run([f"{preset.triple}-readelf", "-d", str(build.cli)], capture_output=True, text=True).stdout
+    needed = {line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line}
+    assert needed and all(name.startswith(("libc.so", "ld-linux")) for name in needed), needed
+    usage = subprocess.run(rb.runner_command(preset, build.cli, []), capture_output=True, text=True)
+    assert usage.returncode == 64 and "amc-patch apply" in usage.stdout + usage.stderr
 
 
 def test_cortex_m4_apply_path_budget():

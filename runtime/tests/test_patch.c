@@ -500,6 +500,11 @@ int main(int argc, char **argv)
                T.rollback_bad);
         printf("badblob truncations=%lu flips=%lu accepted=%lu storage_changed=%lu\n",
                T.truncations, T.flips, T.accepted, T.storage_changed);
+#ifdef AMC_HAVE_SODIUM
+        printf("signature check=ed25519-libsodium\n");
+#else
+        printf("signature check=trusted-fixture\n");
+#endif
         printf("wear file_bytes=%llu erases=%llu writes=%llu progress_writes=%llu\n", T.file_bytes,
                T.erases, T.writes, T.progress_writes);
         bad |= T.cross_failed || T.reject_failed || T.corrupted || T.rollback_bad || T.accepted ||
