@@ -41,6 +41,7 @@ class TrainSettings:
     amr_weight: float = 1.0           # 0 trains the ablation without L_amr
     amr_backlog_ms: float = 10.0      # "significant backlog"
     latency_weight: float = 1.0       # mean backlog (in units of backlog_scale_ms), through the routes
+    eou_weight: float = 1.0           # backlog of each utterance's last frame: end-of-utterance latency
     arbitrator_learning_rate: float = 3e-3
     tau_start: float = 1.0
     tau_end: float = 0.1
@@ -178,11 +179,13 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             idle = (result.backlog_ms.detach() < settings.amr_backlog_ms).to(p_fast.dtype)
             amr = (p_fast * idle).sum() / frames
             latency = (result.backlog_ms * result.mask).sum() / frames / config.backlog_scale_ms
+            last = result.backlog_ms.gather(1, (batch.lengths - 1)[:, None])
+            end_of_utterance = last.mean() / config.backlog_scale_ms
             loss = (ctc(result.logits, batch)
                     + 0.5 * ctc(model.sequence_logits("slow", batch.x), batch)
                     + 0.5 * ctc(model.sequence_logits("fast", batch.x), batch)
                     + settings.cost_weight * cost + settings.amr_weight * amr
-                    + settings.latency_weight * latency)
+                    + settings.latency_weight * latency + settings.eou_weight * end_of_utterance)
             _step(optimizer, loss, params)
             losses.append(loss.item())
         finish_epoch(f"joint tau={tau:.2f}", sum(losses) / len(losses), started, "arbitrator")
@@ -203,7 +206,8 @@ def _cosine(optimizer, epochs: int):
 
 
 def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", settings: TrainSettings = TrainSettings(),
-                     hidden: int = 256, rank: int = 48, density: float = 0.15, init: Path | None = None,
+                     hidden: int = 256, rank: int = 48, density: float = 0.15, backlog_scale_ms: float = 100.0,
+                     init: Path | None = None,
                      report=None, log=None) -> dict:
     """Train on DATA/train (dev CER on DATA/dev) and write a checkpoint directory to `out`."""
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
@@ -211,7 +215,8 @@ def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", set
     from amc.model.dataset import load_features
 
     config = ModelConfig(vocabulary=("_",) + tuple(ALPHABET), hidden=hidden, fast_variant=variant,
-                         fast_rank=rank, fast_density=density, nominal_mflops=settings.mflops)
+                         fast_rank=rank, fast_density=density, nominal_mflops=settings.mflops,
+                         backlog_scale_ms=backlog_scale_ms)
     config.validate()
     data_dir = Path(data_dir)
     train_data = load_features(data_dir / "train", config.features, report)

@@ -31,6 +31,8 @@ def train(
     amr_weight: float = typer.Option(1.0, help="Weight of L_amr; 0 trains the ablation without it."),
     cost_weight: float = typer.Option(0.3, help="Weight of the compute-cost term."),
     latency_weight: float = typer.Option(1.0, help="Weight of the mean-backlog term."),
+    eou_weight: float = typer.Option(1.0, help="Weight of the end-of-utterance backlog term."),
+    backlog_scale_ms: float = typer.Option(100.0, help="The arbitrator sees backlog_ms / this."),
     seed: int = typer.Option(0),
     init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                         help="Take the slow branch from this checkpoint and skip its training."),
@@ -41,9 +43,10 @@ def train(
 
     settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
                              joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
-                             cost_weight=cost_weight, latency_weight=latency_weight, seed=seed)
+                             cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight, seed=seed)
     with progress_bar(not json_out) as report:
-        result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density, init=init,
+        result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density,
+                                  backlog_scale_ms=backlog_scale_ms, init=init,
                                   report=report, log=lambda entry: stderr.print(entry))
     print_json(result) if json_out else stderr.print(f"wrote {result['checkpoint']} (dev CER {result['dev_cer']}%)")
 
