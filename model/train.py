@@ -28,6 +28,10 @@ from amc.model.routing import branch_costs
 from amc.model.streaming import stream
 
 
+LATENCY_UNIT_MS = 100.0
+"""The latency terms of the loss count backlog in units of this many milliseconds."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     slow_epochs: int = 12
@@ -40,7 +44,7 @@ class TrainSettings:
     cost_weight: float = 0.3
     amr_weight: float = 1.0           # 0 trains the ablation without L_amr
     amr_backlog_ms: float = 10.0      # "significant backlog"
-    latency_weight: float = 1.0       # mean backlog (in units of backlog_scale_ms), through the routes
+    latency_weight: float = 1.0       # mean backlog (in units of LATENCY_UNIT_MS), through the routes
     eou_weight: float = 1.0           # backlog of each utterance's last frame: end-of-utterance latency
     arbitrator_learning_rate: float = 3e-3
     tau_start: float = 1.0
@@ -178,9 +182,9 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             cost = ((1 - p_fast) * costs.slow + p_fast * costs.fast).sum() / frames / costs.slow
             idle = (result.backlog_ms.detach() < settings.amr_backlog_ms).to(p_fast.dtype)
             amr = (p_fast * idle).sum() / frames
-            latency = (result.backlog_ms * result.mask).sum() / frames / config.backlog_scale_ms
+            latency = (result.backlog_ms * result.mask).sum() / frames / LATENCY_UNIT_MS
             last = result.backlog_ms.gather(1, (batch.lengths - 1)[:, None])
-            end_of_utterance = last.mean() / config.backlog_scale_ms
+            end_of_utterance = last.mean() / LATENCY_UNIT_MS
             loss = (ctc(result.logits, batch)
                     + 0.5 * ctc(model.sequence_logits("slow", batch.x), batch)
                     + 0.5 * ctc(model.sequence_logits("fast", batch.x), batch)
