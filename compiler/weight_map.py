@@ -103,6 +103,8 @@ def requantize(entry: dict, values: np.ndarray) -> bytes:
         zero_points = np.asarray(q["zero_points"], np.int64)
         if entry["layout"] == "transposed":
             values = values.T
+        elif entry["layout"].startswith("reshaped"):
+            values = values.reshape(entry["shape"])
         axis = q["axis"]
         shape = [1] * values.ndim
         if axis is not None and values.ndim:
@@ -117,6 +119,8 @@ def requantize(entry: dict, values: np.ndarray) -> bytes:
         else:
             rounded = np.rint(scaled)
         out = np.clip(rounded + zero_points, q["quant_min"], q["quant_max"]).astype(entry["dtype"])
+    if q is None and entry["layout"].startswith("reshaped"):
+        out = out.reshape(entry["shape"])
     if list(out.shape) != entry["shape"]:
         raise AmcError(f"{entry['attr']}: requantized shape {list(out.shape)} != {entry['shape']}")
     return np.ascontiguousarray(out).tobytes()

@@ -1,6 +1,7 @@
 """Fold the feature normalization (x - mean) / std into the projections that read the features.
 
 Requires: `div(sub(x, mean), std)` with constant mean and std of shape (F,), std without zeros,
+or `div(x, s)` with a nonzero Python scalar s (the arbitrator's backlog_ms / backlog_scale_ms),
 whose every user is a `cat` along the last axis that feeds only linear nodes with constant
 weights.
 Ensures: those linears read the raw features: their columns for the feature span are divided
@@ -41,11 +42,17 @@ def run(gm: fx.GraphModule) -> tuple[fx.GraphModule, bool]:
         if not (div.op == "call_function" and div.target is _DIV):
             continue
         sub = div.args[0]
-        if not (isinstance(sub, fx.Node) and sub.op == "call_function" and sub.target is _SUB
+        if isinstance(div.args[1], (int, float)) and isinstance(sub, fx.Node) and div.args[1] != 0:
+            raw, mean, std = sub, torch.zeros(()), torch.tensor(float(div.args[1]))
+            mean_name, std_name = "0", repr(float(div.args[1]))
+        elif (isinstance(sub, fx.Node) and sub.op == "call_function" and sub.target is _SUB
                 and len(sub.users) == 1):
-            continue
-        mean, std = get_constant(gm, sub.args[1]), get_constant(gm, div.args[1])
-        if mean is None or std is None or mean.dim() != 1 or std.shape != mean.shape or bool((std == 0).any()):
+            raw, mean, std = sub.args[0], get_constant(gm, sub.args[1]), get_constant(gm, div.args[1])
+            if mean is None or std is None or mean.dim() != 1 or std.shape != mean.shape or bool((std == 0).any()):
+                continue
+            mean_name = source_of(gm, sub.args[1])["parameter"]
+            std_name = source_of(gm, div.args[1])["parameter"]
+        else:
             continue
         plan = []
         for cat in div.users:
@@ -61,15 +68,13 @@ def run(gm: fx.GraphModule) -> tuple[fx.GraphModule, bool]:
             if not plan:
                 continue
             shift = mean / std
-            mean_name = source_of(gm, sub.args[1])["parameter"]
-            std_name = source_of(gm, div.args[1])["parameter"]
             for cat, (start, stop), linears in plan:
                 for linear in linears:
                     weight = get_constant(gm, linear.args[1]).clone()
                     columns = weight[:, start:stop]
                     bias_node = linear_bias(linear)
                     bias = get_constant(gm, bias_node) if bias_node is not None else None
-                    correction = columns @ shift
+                    correction = columns @ shift.expand(columns.shape[1])
                     weight[:, start:stop] = columns / std
                     w_source = source_of(gm, linear.args[1])
                     new_weight = add_constant(
@@ -92,6 +97,6 @@ def run(gm: fx.GraphModule) -> tuple[fx.GraphModule, bool]:
                                                                f"{mean_name} {std_name}"])
                     linear.args = (linear.args[0], new_weight, new_bias)
                     linear.kwargs = {}
-                cat.replace_input_with(div, sub.args[0])
+                cat.replace_input_with(div, raw)
             modified = True
     return finish(gm, modified)

@@ -21,13 +21,15 @@ app = typer.Typer(
 
 def _register() -> None:
     """The command table, in one place."""
-    from amc.compiler.cli import data, devicecmd, diffcmd, modelcmd, runtimecmd, targetscmd
+    from amc.compiler.cli import compilecmd, data, devicecmd, diffcmd, modelcmd, runtimecmd, targetscmd
 
     app.add_typer(data.app, name="data", help="Make and check speech data folders.")
     app.command("train")(modelcmd.train)
     app.command("eval")(modelcmd.evaluate)
     app.command("simulate")(modelcmd.simulate)
     app.command("targets")(targetscmd.targets)
+    app.command("compile")(compilecmd.compile)
+    app.command("inspect")(compilecmd.inspect)
     app.command("test")(devicecmd.test)
     app.command("image")(devicecmd.image)
     app.add_typer(runtimecmd.runtime_app, name="runtime")
