@@ -260,3 +260,48 @@ def render_markdown(result: dict) -> str:
         lines.append(f"| {r['update']} | {what} | {blob} | {generic['bsdiff4']} | {generic['detools_inplace']} | "
                      f"{generic['zstd_patch_from']} | {generic['xdelta3']} |")
     return "\n".join(lines)
+
+
+# ---- on the board: each blob applied in place by amc-patch under QEMU ---------------------------
+
+def check_on_board(chain: list[tuple[Path, Path]], base: Path, target_name: str = "rpi4",
+                   utterances: int = 2, per_graph: int = 20, work: Path | str = Path("build/bench-diff/board"),
+                   report: Report = _quiet) -> list[dict]:
+    """Apply the blobs of a chain [(blob, new bundle), ...] one after the other, in place, to a
+    copy of `base` with the board's own `amc-patch` under qemu-user (resume first, as at boot);
+    after each, the files must equal the new bundle's and the patched graphs, run by the board's
+    runner, must give the outputs the new bundle gives on the host."""
+    from amc.compiler import patch_blob as pb
+    from amc.compiler.bundle import load_bundle
+    from amc.model.dataset import load_features
+    from amc.targets.ondevice import Board, compare_outputs, host_outputs, patch_tool, record_graph_inputs
+    from amc.targets.presets import get_target
+
+    target = get_target(target_name)
+    board = Board(target, report)
+    tool = patch_tool(target, report)
+    work = Path(work)
+    device = work / "device-bundle"
+    if device.exists():
+        shutil.rmtree(device)
+    shutil.copytree(base, device, ignore=shutil.ignore_patterns(".amc-patch"))
+    key = work / "update.pub"
+    key.write_bytes(pb.public_key(pb.example_signing_key()))
+    host = load_bundle(base)
+    data = load_features("data/corpus/test", host.config.features)
+    recording = record_graph_inputs(host, [f.numpy() for f in data.features[:utterances]], per_graph,
+                                    host.config.nominal_mflops)
+    out = []
+    for index, (blob, new_bundle) in enumerate(chain):
+        board.run(tool, ["resume", "--dir", device, "--key", key, blob], "amc-patch resume")
+        applied = board.run(tool, ["apply", "--dir", device, "--key", key, blob], "amc-patch apply")
+        names = [load_bundle(new_bundle).manifest["graphs"][g]["file"] for g in ("fast", "slow", "arbitrator")]
+        files_equal = all((device / n).read_bytes() == (Path(new_bundle) / n).read_bytes() for n in names)
+        expected = host_outputs(load_bundle(new_bundle), recording.inputs)
+        produced = board.run_graphs(device, recording.inputs, work)
+        comparison = compare_outputs(load_bundle(new_bundle).manifest, expected, produced)
+        out.append({"blob": str(blob), "target": target.name, "files_equal": files_equal,
+                    "outputs_compared": comparison["outputs_compared"],
+                    "max_int8_step_diff": comparison["max_int8_step_diff"], "apply": applied.strip()})
+        report(f"patch on {target.name}", index + 1, len(chain))
+    return out
