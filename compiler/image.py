@@ -111,8 +111,7 @@ def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> di
     runner = build_runner(target.name, report)
     runtime = build_runtime(target.name, report=report)
     if runtime.cli is None:
-        raise ToolMissingError(f"amc-patch for {target.name} did not build (the runtime's CLI needs libsodium for "
-                               f"{target.triple}): see `amc runtime build --target {target.name}`")
+        raise ToolMissingError(f"amc-patch for {target.name} did not build: {runtime.cli_missing}")
     files: dict[str, tuple[bytes, int]] = {
         "usr/bin/amc-runner": (_stripped(runner.program, target.triple), EXECUTABLE),
         "usr/bin/amc-patch": (_stripped(runtime.cli, target.triple), EXECUTABLE),

@@ -105,3 +105,19 @@ def _unpack(deb: Path, into: Path) -> None:
     if into.exists():
         shutil.rmtree(into)
     fresh.rename(into)
+
+
+def fetch_all() -> list[CrossLibrary]:
+    """Every library for every Pi triple (what `make device-libs` asks for)."""
+    return [cross_library(name, triple) for name in LIBRARIES for triple in DEB_ARCH]
+
+
+if __name__ == "__main__":          # python -m amc.targets.cross_libs (make device-libs)
+    import sys
+
+    try:
+        for found in fetch_all():
+            print(f"{found.name} {found.triple}: {found.static_library}")
+    except (ToolMissingError, InputError) as error:
+        print(f"amc: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)

@@ -268,8 +268,7 @@ def patch_tool(target: Target, report=_quiet) -> Path:
 
     build = build_runtime(target.name, report=report)
     if build.cli is None:
-        raise ToolMissingError(f"the {target.name} runtime built without amc-patch (it needs libsodium for "
-                               f"{target.triple}): see `amc runtime build --target {target.name}`")
+        raise ToolMissingError(f"the {target.name} runtime built without amc-patch: {build.cli_missing}")
     return build.cli
 
 

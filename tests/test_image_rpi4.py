@@ -15,7 +15,7 @@ import pytest
 
 from amc.compiler.errors import InputError
 
-from test_ondevice_rpi4 import fixture_bundle, _patch_tool_available
+from test_ondevice_rpi4 import fixture_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 BOOT = REPO / "targets" / "runner" / "boot"
@@ -35,8 +35,6 @@ def _tree(root: Path) -> dict[str, tuple[bytes, int, int]]:
 def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path, monkeypatch):
     from amc.compiler.image import build_image
 
-    if not _patch_tool_available():
-        pytest.skip("amc-patch for rpi4 is not built here (the runtime's CLI needs libsodium for aarch64)")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     key = tmp_path / "patch.pub"
     key.write_bytes(bytes(range(32)))
@@ -72,6 +70,35 @@ def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path,
     patch = subprocess.run([*qemu_user(get_target("rpi4")), str(overlay / "usr/bin/amc-patch"), "status", "--dir",
                             str(overlay / "var/lib/amc/model")], capture_output=True, text=True, timeout=300)
     assert patch.returncode == 0, patch.stderr
+    _overlay_amc_patch_checks_signatures(overlay, tmp_path)
+
+
+def _overlay_amc_patch_checks_signatures(overlay: Path, tmp_path: Path) -> None:
+    """The overlay's (stripped, libsodium-static) amc-patch under qemu-aarch64: a blob signed with
+    another key is refused with the model untouched, the one signed with the device's key applies."""
+    from amc.compiler import patch_blob as pb
+    from amc.targets.presets import get_target
+    from amc.targets.qemu import qemu_user
+
+    model = tmp_path / "device-model"
+    shutil.copytree(overlay / "var/lib/amc/model", model)
+    base = {name: (model / name).read_bytes() for name in ("fast.pte", "slow.pte")}
+    records = [pb.RawRecord(0, 64, b"\x01\x02\x03"), pb.RawRecord(1, 128, b"\x7f")]
+    key, other = pb.example_signing_key(), hashlib.sha256(b"not the device's key").digest()
+    (tmp_path / "device.pub").write_bytes(pb.public_key(key))
+    tool = [*qemu_user(get_target("rpi4")), str(overlay / "usr/bin/amc-patch")]
+    forged, _ = pb.make_blob(base, records, 7, other)
+    (tmp_path / "forged.amcp").write_bytes(forged)
+    refused = subprocess.run([*tool, "apply", "--dir", str(model), "--key", str(tmp_path / "device.pub"),
+                              str(tmp_path / "forged.amcp")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 6, refused.stderr                   # AMC_E_SIGNATURE
+    assert all((model / name).read_bytes() == data for name, data in base.items())
+    blob, new = pb.make_blob(base, records, 7, key)
+    (tmp_path / "update.amcp").write_bytes(blob)
+    applied = subprocess.run([*tool, "apply", "--dir", str(model), "--key", str(tmp_path / "device.pub"),
+                              str(tmp_path / "update.amcp")], capture_output=True, text=True, timeout=300)
+    assert applied.returncode == 0, applied.stderr
+    assert all((model / name).read_bytes() == data for name, data in new.items())
 
 
 def test_overlay_refuses_a_bundle_of_another_target(tmp_path):
