@@ -21,9 +21,9 @@ _COMPILER_SOURCES = ("compiler", "passes", "calibration", "targets", "model")
 _NOT_COMPILER = ("compiler/cli/", "compiler/runtime_build.py", "compiler/patch_runtime.py", "compiler/image.py",
                  "compiler/diff.py", "compiler/bench_diff.py", "targets/ondevice.py", "targets/device_runner.py",
                  "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py", "targets/tflite",
-                 "model/train.py", "model/diff.py", "model/updates/", "model/corpus/updates.py")
+                 "targets/onnx.py", "model/train.py", "model/diff.py", "model/updates/", "model/corpus/updates.py")
 """Code that does not make the ExecuTorch fixture bundle: the on-target checks themselves, the C
-runtime's build, images, diffs and updates, training, the CLI, the TFLite backend. Edits there
+runtime's build, images, diffs and updates, training, the CLI, the TFLite and ONNX backends. Edits there
 (frequent, while other parts are developed) must not recompile the fixture (minutes on shared cores)."""
 
 
