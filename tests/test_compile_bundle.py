@@ -1,0 +1,90 @@
+"""End to end: a tiny checkpoint compiled for each backend, verified in the real runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from amc.compiler.bundle import load_bundle
+from amc.compiler.inspect import inspect_path
+from amc.compiler.pipeline import compile_bundle
+from tests.compile_fixtures import tiny_checkpoint, tiny_corpus
+
+pytestmark = pytest.mark.toolchain
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compile")
+    return tiny_checkpoint(root / "ckpt"), tiny_corpus(root / "corpus")
+
+
+@pytest.fixture(scope="module")
+def executorch_bundle(inputs, tmp_path_factory):
+    checkpoint, corpus = inputs
+    out = tmp_path_factory.mktemp("bundles") / "rpi4-executorch"
+    return compile_bundle(checkpoint, target="rpi4", backend="executorch", calib=corpus, output=out)
+
+
+def _check_bundle(result: dict) -> None:
+    assert set(result["graphs"]) == {"fast", "slow", "arbitrator"}
+    for graph in result["graphs"].values():
+        assert graph["bytes"] > 0 and graph["macs_per_frame"] > 0 and "int8" in graph["weight_dtypes"]
+    state = result["state"]
+    assert state["h"]["scale"] and state["c"]["scale"]
+    verification = result["verification"]
+    for graph, v in verification["one_frame"].items():
+        assert v["snr_db"] > 15, (graph, v)        # random tiny model: a loose floor; the real one is in docs
+    assert verification["stream"]["slow"]["last_second_snr_db"] > 10
+    assert verification["accuracy"]["utterances"] == 2
+
+
+def test_executorch_bundle(executorch_bundle):
+    result = executorch_bundle
+    _check_bundle(result)
+    files = sorted(p.name for p in __import__("pathlib").Path(result["bundle"]).iterdir())
+    assert files == ["arbitrator.pte", "fast.pte", "manifest.json", "report.json", "report.md", "slow.pte"]
+    manifest = json.loads((__import__("pathlib").Path(result["bundle"]) / "manifest.json").read_text())
+    for tensor in ("h", "c"):       # same state quantization at every boundary of fast and slow
+        pairs = {(t["scale"], t["zero_point"]) for g in ("fast", "slow")
+                 for t in manifest["graphs"][g]["inputs"] + manifest["graphs"][g]["outputs"]
+                 if t["name"] in (tensor, f"{tensor}_next")}
+        assert len(pairs) == 1
+
+
+def test_bundle_streams_like_the_evaluator_expects(executorch_bundle):
+    bundle = load_bundle(executorch_bundle["bundle"])
+    config = bundle.config
+    x = np.zeros((1, config.features.frame_dim), np.float32)
+    h = np.zeros((1, config.state_dim), np.float32)
+    logits, h2, c2 = bundle.slow_step(x, h, h)
+    assert logits.shape == (1, len(config.vocabulary)) and h2.shape == h.shape
+    logits, h3, c3 = bundle.fast_step(x, h2, c2)
+    assert bundle.route_logits(x, np.array([[30.0]], np.float32), h3).shape == (1, 2)
+    assert set(bundle.macs) == {"fast", "slow", "arbitrator"}
+
+
+def test_inspect_checks_the_weight_map(executorch_bundle):
+    summary = inspect_path(executorch_bundle["bundle"])
+    assert summary["weight_map"]["checked_against_files"] is True
+    assert all(g["sha256_ok"] for g in summary["graphs"].values())
+
+
+def test_tflite_mcu_bundle(inputs, tmp_path):
+    checkpoint, corpus = inputs
+    result = compile_bundle(checkpoint, target="cortex-m7", backend="tflite", calib=corpus, output=tmp_path / "m7")
+    _check_bundle(result)
+    assert result["verification"]["runtimes"]["tflite_micro_identical"] is True
+    mcu = result["mcu"]
+    assert mcu["ram_need_bytes"] <= mcu["ram_budget_bytes"] and all(b > 0 for b in mcu["arena_bytes"].values())
+    source = (tmp_path / "m7" / "model_data.c").read_text()
+    assert "amc_slow_model" in source and "aligned" in (tmp_path / "m7" / "model_data.h").read_text()
+    assert inspect_path(tmp_path / "m7")["weight_map"]["checked_against_files"] is True
+
+
+def test_onnx_bundle(inputs, tmp_path):
+    checkpoint, corpus = inputs
+    result = compile_bundle(checkpoint, target="rpi4", backend="onnx", calib=corpus, output=tmp_path / "onnx")
+    _check_bundle(result)
