@@ -4,7 +4,6 @@ ai-edge-litert, and emit the C sources (model_data.c/.h) a firmware build links.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -16,7 +15,7 @@ from amc.compiler.errors import BudgetError, LoweringError, ToolMissingError
 from amc.targets.tflite import SIGNATURE, dequantize, quantize, read_flatbuffer
 
 ALIGNMENT = 16
-MIN_ARENA = 1024
+PROBE_ARENA = 1 << 20
 ARENA_MARGIN = 1024
 """Bytes added to the measured minimum arena: TFLM's own bookkeeping differs a little between
 the Python wrapper and a firmware build."""
@@ -43,51 +42,29 @@ def _open(data: bytes, arena: int, graph: str):
         raise
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """TFLite Micro reports every failed allocation on file descriptor 2; the bisection expects them."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def arena_bytes(data: bytes, graph: str) -> int:
-    """The smallest tensor arena TFLite Micro can allocate this graph in (bisection over sizes),
-    plus ARENA_MARGIN, rounded up to ALIGNMENT."""
-    with _quiet_stderr():
-        return _bisect_arena(data, graph)
+    """The tensor arena TFLite Micro's recording allocator reports for this graph after one
+    invoke ("Arena allocation total"), plus ARENA_MARGIN, rounded up to ALIGNMENT. (Probing
+    smaller and smaller arenas instead crashes the interpreter on some sizes.)"""
+    import tempfile
 
-
-def _bisect_arena(data: bytes, graph: str) -> int:
-    low, high = MIN_ARENA, max(64 * 1024, 4 * len(data))   # below MIN_ARENA the interpreter crashes
-    try:
-        _open(data, low, graph)
-        return -(-(low + ARENA_MARGIN) // ALIGNMENT) * ALIGNMENT
-    except RuntimeError:
-        pass
-    while True:
+    interpreter = _open(data, PROBE_ARENA + 4 * len(data), graph)
+    interpreter.invoke()
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         try:
-            _open(data, high, graph)
-            break
-        except RuntimeError:
-            low, high = high, high * 2
-            if high > 1 << 30:
-                raise LoweringError(f"graph '{graph}': TFLite Micro cannot allocate it in 1 GiB") from None
-    while high - low > ALIGNMENT:
-        middle = (low + high) // 2
-        try:
-            _open(data, middle, graph)
-            high = middle
-        except RuntimeError:
-            low = middle
-    return -(-(high + ARENA_MARGIN) // ALIGNMENT) * ALIGNMENT
+            os.dup2(capture.fileno(), 2)
+            interpreter.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    found = re.search(r"Arena allocation total (\d+) bytes", text)
+    if not found:
+        raise LoweringError(f"graph '{graph}': TFLite Micro did not report its arena size")
+    return -(-(int(found.group(1)) + ARENA_MARGIN) // ALIGNMENT) * ALIGNMENT
 
 
 def plan(preset, paths: dict[str, Path], state: dict) -> dict:
