@@ -150,9 +150,9 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
 
     def evaluate(model, new_test) -> dict:
         with single_thread():
-            return {"cer_old": branch_cer(model, old_test), "cer_new": branch_cer(model, new_test),
-                    "cer_old_fast": branch_cer(model, old_test, "fast"),
-                    "cer_new_fast": branch_cer(model, new_test, "fast")}
+            route = scenario["routes"][0]
+            return {"cer_old": branch_cer(model, old_test, route), "cer_new": branch_cer(model, new_test, route),
+                    "route": route}
 
     grids0 = grids_from_bundle(base_bundle)
     first_test = load_features(data_dir / names[0] / "test", config.features)
@@ -243,12 +243,12 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def render_markdown(result: dict) -> str:
-    lines = ["| update | method | budget | blob bytes | % of bundle | CER old | CER new | CER old (fast) | "
-             "CER new (fast) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| update | method | budget | blob bytes | % of bundle | CER old | CER new |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         share = f"{100 * r['blob_bytes'] / r['bundle_bytes']:.2f}" if r["blob_bytes"] else "-"
         lines.append(f"| {r['update']} | {r['method']} | {r.get('budget', '-')} | {r['blob_bytes']} | {share} | "
-                     f"{r['cer_old']:.2f} | {r['cer_new']:.2f} | {r['cer_old_fast']:.2f} | {r['cer_new_fast']:.2f} |")
+                     f"{r['cer_old']:.2f} | {r['cer_new']:.2f} |")
     lines += ["", "| update | artifacts | amc blob | bsdiff4 | detools in-place | zstd --patch-from | xdelta3 |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:

@@ -1,0 +1,96 @@
+"""Neural-diff training and the update scenario, on tiny models."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amc.compiler import patch_blob as pb
+from amc.model.diff import (DiffSettings, NeuralDiff, RegionDiff, blob_overhead, deployed_model, estimate_grids,
+                            grids_sha256, hash_allocation, largest_changes, quantize_on, sparse_record_bytes,
+                            train_diff)
+from tests.conftest import random_features
+
+NAMES = ("fast.pte", "slow.pte", "arbitrator.pte")
+
+
+def test_regions_skip_feature_columns_and_arbitrator(tiny_model):
+    keys = [g.key for g in estimate_grids(tiny_model)]
+    assert "slow.projections.0.linear.weight[:,120:152]" in keys
+    assert not any(k.startswith("arbitrator") or ":,0:120]" in k for k in keys)
+
+
+def test_estimated_grid_round_trips(tiny_model):
+    grids = estimate_grids(tiny_model)
+    assert all(np.abs(g.values).max() <= 127 for g in grids)
+    again = quantize_on(grids, deployed_model(tiny_model, grids))
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(grids, again))
+
+
+def test_hash_diff_apply_matches_the_patch_format(tiny_model):
+    grid = estimate_grids(tiny_model)[0]
+    buckets = np.array([3, -5, 0, 7, 127, -127])
+    diff = NeuralDiff("hash", [RegionDiff(grid.key, seed=99, buckets=buckets)], grids_sha256([grid]), 1)
+    new = diff.apply([grid])[0]
+    region = bytearray(grid.file_order(grid.values).astype(np.int8).tobytes())
+    pb.apply_records([region], [pb.HashRecord(0, 0, len(region), 1, 99, tuple(int(b) for b in buckets), True)])
+    expected = np.clip(np.frombuffer(bytes(region), np.int8), -127, 127)
+    assert np.array_equal(grid.file_order(new.values), expected)
+
+
+def test_sparse_record_bytes_matches_the_writer():
+    positions = np.array([0, 5, 300, 301, 20000])
+    record = pb.SparseRecord(0, 0, 30000, 1, tuple(positions.tolist()), (1, 2, 3, 4, 5))
+    files = [pb.PatchFile("a", 30000, b"\0" * 32, b"\0" * 32)]
+    assert sparse_record_bytes(positions) == len(pb._encode_record(record, files))
+
+
+def test_sparse_and_hash_training_meet_the_budget(tiny_model):
+    grids = estimate_grids(tiny_model)
+    data = random_features(16, seed=5)
+    budget = 1200
+    record_budget = budget - blob_overhead(list(NAMES))
+    for method in ("sparse", "hash"):
+        settings = DiffSettings(method, budget, epochs=2, batch_size=4, learning_rate=0.5, file_names=NAMES)
+        diff = train_diff(tiny_model, grids, data, settings)
+        assert 0 < diff.info["record_bytes"] <= record_budget
+        assert diff.base_sha256 == grids_sha256(grids)
+    assert sum(hash_allocation(grids, record_budget).values()) <= record_budget
+
+
+def test_largest_changes_keeps_the_biggest(tiny_model):
+    grids = estimate_grids(tiny_model)
+    target = [g.with_values(np.clip(g.values + np.random.default_rng(0).integers(-3, 4, g.values.shape), -127, 127))
+              for g in grids]
+    small = largest_changes(grids, target, 800, NAMES)
+    large = largest_changes(grids, target, 4000, NAMES)
+    assert 0 < small.changed_elements() < large.changed_elements()
+
+
+def test_update_sentences_hold_their_new_words():
+    pytest.importorskip("faker")
+    from amc.model.corpus.grammar import Grammar
+    from amc.model.corpus.updates import UPDATES, UpdateGrammar
+    from amc.model.corpus.vocabulary import build_vocabulary
+
+    vocab = build_vocabulary(0, per_locale=20)
+    grammar = Grammar(vocab)
+    for update in UPDATES:
+        drawer = UpdateGrammar(update, grammar, vocab.first_names)
+        rng = random.Random(1)
+        for _ in range(20):
+            word, text = drawer.sentence(rng)
+            assert re.search(rf"(^| ){word}($| |')", text) and word in update.words
+
+
+def test_new_words_are_new_to_the_corpus():
+    from amc.model.corpus.updates import check_new_words
+
+    corpus = Path(__file__).resolve().parent.parent / "data" / "corpus"
+    if not (corpus / "train" / "metadata.jsonl").exists():
+        pytest.skip("no corpus (amc data synth -o data/corpus)")
+    assert check_new_words(corpus) == {f"u{i}": [] for i in range(1, 6)}
