@@ -6,15 +6,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := espeak-ng sox cmake clang libclang-rt-14-dev valgrind libsodium-dev \
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf \
-	gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-user qemu-system-arm zstd xdelta3
+	binutils-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-user qemu-system-arm zstd xdelta3
+# Debian architectures of the Raspberry Pi presets: their libsodium is fetched with apt-get download
+FOREIGN_ARCHS := arm64 armhf
+EXECUTORCH := executorch==1.5.1
+LITERT := ai-edge-litert==2.3.0
 
-.PHONY: setup apt venv run test clean
+.PHONY: setup apt venv device-libs run test clean
 
-setup: apt venv
+setup: apt venv device-libs
 
 apt:
-	@if [ -n "$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)" ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); fi
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	archs="$$(for a in $(FOREIGN_ARCHS); do dpkg --print-foreign-architectures | grep -qx $$a || echo $$a; done)"; \
+	for a in $$archs; do dpkg --add-architecture $$a; done; \
+	if [ -n "$$missing$$archs" ]; then apt-get update || echo "apt-get update reported errors; trying the install"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); fi
 
 venv: $(VENV)/.installed
 
@@ -25,8 +32,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Board-side libraries, cached under build/cache: the aarch64 wheels (ExecuTorch runtime, LiteRT)
+# and Debian's arm64/armhf libsodium for amc-patch.
+device-libs: apt venv
+	ls build/cache/wheels/executorch-1.5.1-*aarch64.whl build/cache/wheels/ai_edge_litert-2.3.0-*aarch64.whl >/dev/null 2>&1 || \
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+		--platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 -d build/cache/wheels $(EXECUTORCH) $(LITERT)
+	$(BIN)/python -m amc.targets.cross_libs
+
 run: setup
-	$(BIN)/amc eval --data model/reference/testset --json
+	$(BIN)/amc compile --target rpi4 --json
 
 test: setup
 	$(BIN)/python -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
