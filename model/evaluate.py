@@ -14,6 +14,10 @@ from amc.model.routing import BranchCosts, advance_backlog, branch_costs
 from amc.model.streaming import ROUTE_MODES, stream
 
 
+LONG_UTTERANCE_MS = 3000.0
+"""Latency is also reported over utterances at least this long, where a backlog has time to build."""
+
+
 def evaluate_model(model, data: FeatureSet, route: str = "arbitrator", mflops: float | None = None,
                    batch_size: int = 64, keep_traces: bool = False, report=None) -> dict:
     """Stream `data` through a float checkpoint; the backlog is simulated at `mflops` MFLOP/s
@@ -113,6 +117,8 @@ def summarize(traces: list[dict], costs: BranchCosts, route: str, mflops: float,
         "mflops": mflops,
         "frame_ms": frame_ms,
         "latency_ms": _percentiles(latencies),
+        "latency_ms_3s_or_more": _percentiles([latency for latency, t in zip(latencies, traces)
+                                               if len(t["fast"]) * frame_ms >= LONG_UTTERANCE_MS]),
         "realtime_factor": round(float(mflops_total) / mflops * 1000.0 / (frames * frame_ms), 4),
     }
     if keep_traces:
