@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from amc.compiler.errors import InputError
 from amc.compiler.patch_blob import HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, hash_buckets
