@@ -54,8 +54,9 @@ def lower(step: StepGraph, calibration: list[tuple[np.ndarray, ...]], state_rang
         pinned = {}
         for name in step.inputs + step.outputs:
             state = name.removesuffix("_next")
-            if state in state_ranges:
-                pinned[name] = state_ranges[state]
+            if state in state_ranges:     # the state, and its per-layer slices, on the joint range
+                for tensor in [name] + (_layout_descendants(model, name) if name in step.inputs else []):
+                    pinned[tensor] = state_ranges[state]
         quantize_static(str(float_path), str(quantized_path), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
@@ -75,8 +76,28 @@ def _ops(model) -> dict[str, int]:
     return ops
 
 
+LAYOUT_OPS = {"Slice", "Split", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Gather"}
+
+
+def _layout_descendants(model, name: str) -> list[str]:
+    """Tensors computed from `name` by layout-only ops, nearest first."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type in LAYOUT_OPS and node.input:
+            consumers.setdefault(node.input[0], []).append(node)
+    found, pending = [], [name]
+    while pending:
+        for node in consumers.get(pending.pop(0), []):
+            for output in node.output:
+                if output not in found:
+                    found.append(output)
+                    pending.append(output)
+    return found
+
+
 def _io(model, step: StepGraph):
-    """I/O specs, with the scale/zero point of the QuantizeLinear that reads each input and the
+    """I/O specs, with the scale/zero point of the QuantizeLinear that reads each input (through
+    any layout-only ops: the state is sliced per layer before it is quantized) and the
     DequantizeLinear that writes each output."""
     from onnx import numpy_helper
 
@@ -87,9 +108,12 @@ def _io(model, step: StepGraph):
             q_of[node.input[0]] = (float(init[node.input[1]]), int(init[node.input[2]]))
         if node.op_type == "DequantizeLinear" and node.input[1] in init and init[node.input[1]].size == 1:
             dq_of[node.output[0]] = (float(init[node.input[1]]), int(init[node.input[2]]))
+    def quantizer_of(name: str):
+        return next((q_of[t] for t in [name] + _layout_descendants(model, name) if t in q_of), (None, None))
+
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
               list(model.graph.input) + list(model.graph.output)}
-    inputs = [TensorSpec(n, tuple(shapes[n]), "float32", *q_of.get(n, (None, None))) for n in step.inputs]
+    inputs = [TensorSpec(n, tuple(shapes[n]), "float32", *quantizer_of(n)) for n in step.inputs]
     outputs = [TensorSpec(n, tuple(shapes[n]), "float32", *dq_of.get(n, (None, None))) for n in step.outputs]
     return inputs, outputs
 

@@ -223,11 +223,15 @@ class TfliteRunner:
     """A .tflite in ai-edge-litert: float numpy in, quantized with the input parameters, outputs
     dequantized, in the step graph's output order."""
 
-    def __init__(self, path, graph: dict):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path, graph: dict, reference_kernels: bool = False):
+        """`reference_kernels`: LiteRT's reference kernels (the ones TFLite Micro shares) instead
+        of the optimized ones, whose requantization may round 1-2 LSB differently."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         _quiet()
-        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+        resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+        self.interpreter = Interpreter(model_path=str(path), num_threads=1,
+                                       experimental_op_resolver_type=resolver)
         self.runner = self.interpreter.get_signature_runner(SIGNATURE)
         details = self.runner.get_input_details()
         self.inputs = [(f"args_{i}", details[f"args_{i}"]) for i in range(len(graph["inputs"]))]
@@ -262,9 +266,15 @@ def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
     return ((np.asarray(array, np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def _lsb(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
+
+
 def cross_check(bundle_dir: Path, samples: dict[str, list[tuple]], micro: bool) -> dict:
-    """The other interpreters on the same quantized inputs: TFLite Micro (MCU bundles) must give
-    identical outputs to ai-edge-litert; tflite-runtime is tried where a venv of it exists."""
+    """The other interpreters on the same quantized inputs: TFLite Micro (MCU bundles) against
+    ai-edge-litert's reference kernels and its optimized ones: whether the outputs are identical
+    and the largest difference in LSB (some int8 kernels round differently: 1-2 LSB on a few
+    outputs a frame). tflite-runtime is tried where a venv of it exists."""
     from amc.compiler.manifest import read_manifest
 
     manifest = read_manifest(bundle_dir)
@@ -272,19 +282,24 @@ def cross_check(bundle_dir: Path, samples: dict[str, list[tuple]], micro: bool) 
     if micro:
         from amc.targets.tflite_micro import MicroRunner
 
-        mismatches, compared = 0, 0
+        mismatches, compared, reference_lsb, optimized_lsb = 0, 0, 0, 0
         for graph, inputs in samples.items():
             spec = manifest["graphs"][graph]
-            lite = TfliteRunner(bundle_dir / spec["file"], spec)
+            reference = TfliteRunner(bundle_dir / spec["file"], spec, reference_kernels=True)
+            optimized = TfliteRunner(bundle_dir / spec["file"], spec)
             micro_runner = MicroRunner(bundle_dir / spec["file"], spec)
             for arrays in inputs[:16]:
-                q = lite.quantize_inputs(arrays)
-                a, b = lite.raw(*q), micro_runner.raw(*q)
+                q = reference.quantize_inputs(arrays)
+                a, b = reference.raw(*q), micro_runner.raw(*q)
                 compared += 1
                 mismatches += sum(int(not np.array_equal(x, y)) for x, y in zip(a, b))
-        result["tflite-micro vs ai-edge-litert"] = (f"identical on {compared} frames" if mismatches == 0
-                                                    else f"{mismatches} differing outputs over {compared} frames")
+                reference_lsb = max([reference_lsb] + [_lsb(x, y) for x, y in zip(a, b)])
+                optimized_lsb = max([optimized_lsb] + [_lsb(x, y) for x, y in zip(b, optimized.raw(*q))])
+        result["tflite-micro vs ai-edge-litert (reference kernels)"] = (
+            f"identical on {compared} frames" if mismatches == 0
+            else f"{mismatches} differing outputs over {compared} frames")
         result["tflite_micro_identical"] = mismatches == 0
+        result["tflite_micro_max_lsb"] = {"reference_kernels": reference_lsb, "optimized_kernels": optimized_lsb}
     from amc.targets.tflite_runtime import check_with_tflite_runtime
 
     result["tflite-runtime"] = check_with_tflite_runtime(bundle_dir, manifest, samples)
