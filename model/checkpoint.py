@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from amc.compiler.atomic import replace_directory, staging_directory
 from amc.compiler.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.config import ModelConfig, load_config
@@ -51,8 +50,7 @@ def load_checkpoint(path: Path | str | None = None) -> BranchedEncoder:
 def save_checkpoint(model: BranchedEncoder, path: Path | str, extra: dict | None = None) -> Path:
     """Write atomically: a temp directory beside `path`, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_directory(path)
     try:
         body = model.config.to_json()
         if extra:
@@ -60,9 +58,7 @@ def save_checkpoint(model: BranchedEncoder, path: Path | str, extra: dict | None
         (staging / "config.json").write_text(json.dumps(body, indent=2) + "\n")
         tensors = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
         save_file(tensors, str(staging / "model.safetensors"))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        replace_directory(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -32,3 +32,16 @@ def random_features(count: int, seed: int = 0, frames=(20, 40)) -> FeatureSet:
     features = [torch.randn(rng.randint(*frames), 120, generator=generator) for _ in range(count)]
     texts = ["".join(rng.choice(ALPHABET[1:27]) for _ in range(rng.randint(3, 8))) for _ in range(count)]
     return FeatureSet(features, texts, [f"{i}.wav" for i in range(count)])
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run `amc ARGV` in process: (exit code, stdout, stderr)."""
+    from amc.compiler.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

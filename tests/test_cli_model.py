@@ -6,18 +6,8 @@ import json
 
 import pytest
 
-from amc.compiler.cli import main
 from amc.model.checkpoint import save_checkpoint
-
-
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.conftest import run_cli as run
 
 
 def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path, tiny_model, capsys):

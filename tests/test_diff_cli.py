@@ -7,23 +7,14 @@ import json
 import pytest
 import torch
 
-from amc.compiler.cli import main
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import save_checkpoint
 from amc.model.diff import NeuralDiff, RegionDiff, grids_sha256
 from amc.compiler.diff import grids_from_bundle, read_base
-from tests.conftest import tiny_config
+from tests.conftest import run_cli as _run, tiny_config
 from tests.test_diff_emit import fake_bundle
 
 
-def _run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

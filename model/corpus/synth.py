@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 import time
 import wave
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amc.compiler.atomic import replace_directory, staging_directory
 from amc.compiler.errors import AmcError, InputError, ToolMissingError
 from amc.model.corpus.augmentation import SAMPLE_RATE, degrade, draw_degradation
 from amc.model.corpus.grammar import Grammar
@@ -180,7 +180,7 @@ def synthesize_corpus(output: Path, seed: int = 0, train: int = 6000, dev: int =
     babble_rng = random.Random(f"{seed}:babble")
     babble_jobs = [(seed, i, [grammar.sentence(babble_rng)[1] for _ in range(3)]) for i in range(_BABBLE_CLIPS)]
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = staging_directory(output)
     try:
         context = multiprocessing.get_context("fork")
 
@@ -217,20 +217,9 @@ def synthesize_corpus(output: Path, seed: int = 0, train: int = 6000, dev: int =
         with open(staging / "corpus.json", "w", encoding="utf-8") as f:
             json.dump({k: v for k, v in summary.items() if k != "output"}, f, indent=2, sort_keys=True)
             f.write("\n")
-        _replace(staging, output)
+        replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
-
-
-def _replace(staging: Path, output: Path) -> None:
-    """Move the finished staging dir to `output`, setting any old content aside first."""
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-        os.rename(output, old / "content")
-        os.rename(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, output)
