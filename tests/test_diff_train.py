@@ -87,10 +87,22 @@ def test_update_sentences_hold_their_new_words():
             assert re.search(rf"(^| ){word}($| |')", text) and word in update.words
 
 
-def test_new_words_are_new_to_the_corpus():
-    from amc.model.corpus.updates import check_new_words
+def test_new_words_are_new_to_the_corpus(tmp_path):
+    """The default corpus's transcripts (seed 0, default sizes), drawn without synthesizing audio,
+    hold none of the update words."""
+    import json
 
-    corpus = Path(__file__).resolve().parent.parent / "data" / "corpus"
-    if not (corpus / "train" / "metadata.jsonl").exists():
-        pytest.skip("no corpus (amc data synth -o data/corpus)")
-    assert check_new_words(corpus) == {f"u{i}": [] for i in range(1, 6)}
+    from amc.model.corpus.grammar import Grammar
+    from amc.model.corpus.synth import draw_sentences
+    from amc.model.corpus.updates import UPDATES, check_new_words
+    from amc.model.corpus.vocabulary import build_vocabulary
+
+    sentences = draw_sentences(Grammar(build_vocabulary(0)), 0, {"train": 6000, "dev": 300, "test": 500})
+    for split, drawn in sentences.items():
+        (tmp_path / split).mkdir()
+        lines = [json.dumps({"file_name": f"{i}.wav", "text": text}) for i, (_, text) in enumerate(drawn)]
+        (tmp_path / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    assert check_new_words(tmp_path) == {f"u{i}": [] for i in range(1, 6)}
+    words = next(u.words for u in UPDATES)
+    (tmp_path / "test" / "metadata.jsonl").write_text(json.dumps({"file_name": "x.wav", "text": f"call {words[0]} now"}))
+    assert check_new_words(tmp_path)["u1"] == [words[0]]
