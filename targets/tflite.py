@@ -79,12 +79,34 @@ def lower(step: StepGraph, calibration: list[tuple[np.ndarray, ...]], state_rang
         result = qt.quantize(ranges)
         quantized_path = Path(scratch) / f"{step.name}.tflite"
         result.export_model(str(quantized_path), overwrite=True)
-        data = quantized_path.read_bytes()
+        data = _inline_buffers(quantized_path.read_bytes())
     model = read_flatbuffer(data)
     inputs, outputs = _io(data, step)
     weights = _weights(model, step)
     return LoweredGraph(step.name, "tflite", data, inputs, outputs, weights, ops=model["ops"],
                         notes=[f"{variant}: activations {'int16' if variant == 'int16x8' else 'int8'}, weights int8"])
+
+
+def _inline_buffers(data: bytes) -> bytes:
+    """The same model with every weight buffer inside the flatbuffer. The quantizer writes large
+    buffers after the flatbuffer, addressed by offset; TFLite Micro does not read those (it takes
+    such tensors for activations without data and plans them into the arena: 0.9 MB for the
+    reference model's slow graph, and wrong outputs)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    moved = False
+    for buffer in model.buffers or []:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size], np.uint8).copy()
+            buffer.offset, buffer.size = 0, 0
+            moved = True
+    if not moved:
+        return data
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _calibrate(qt, samples: list[dict]) -> dict:
