@@ -3,14 +3,13 @@ verified bundle directory. The steps run top to bottom; each is named in the pro
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from amc.compiler.atomic import replace_directory, staging_directory
 from amc.compiler.errors import AmcError, BudgetError, InputError
 from amc.compiler.lowered import LoweredGraph
 from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, sha256_file, tool_versions, write_manifest
@@ -89,14 +88,13 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
                                         variant=variant)
     report(f"lower ({backend})", len(GRAPHS), len(GRAPHS))
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = staging_directory(output)
     try:
         result = _write_bundle(staging, output, model, checkpoint, preset, backend, variant, steps, lowered,
                                calibration, audio, float_bytes, micro, verify, passes, report)
         result["compile_seconds"] = round(time.monotonic() - started, 1)
         _finish_report(staging, result)
-        _replace(staging, output)
+        replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -256,14 +254,3 @@ def _finish_report(staging: Path, result: dict) -> None:
 
     (staging / "report.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (staging / "report.md").write_text(render_markdown(result))
-
-
-def _replace(staging: Path, output: Path) -> None:
-    """Move the finished staging dir to `output`, setting any old content aside first."""
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-        os.rename(output, old / "content")
-        os.rename(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, output)
