@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from amc.compiler.cli.output import print_json, progress_bar, stderr
+from amc.compiler.cli.output import print_json, progress_bar, stderr, stdout_to_stderr
 
 
 def compile(
@@ -26,7 +26,7 @@ def compile(
     """Lower the branched encoder into three int8 step graphs for a board, verified in the real runtimes."""
     from amc.compiler.pipeline import compile_bundle
 
-    with progress_bar(not json_out) as report:
+    with progress_bar(not json_out) as report, stdout_to_stderr():
         result = compile_bundle(checkpoint, target=target, backend=backend, calib=calib, variant=variant,
                                 output=output, verify=not no_verify, report=report)
     if json_out:
