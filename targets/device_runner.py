@@ -4,6 +4,7 @@ files it reads and writes (AMCF: utterances of feature frames; AMCR: records of 
 
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from amc.targets.qemu import cross_toolchain
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = Path(__file__).resolve().parent / "runner"
 BUILD_ROOT = REPO / "build" / "runner"
-TOOLCHAIN_FILES = {"aarch64-linux-gnu": SOURCES / "cmake" / "aarch64-linux-gnu.cmake",
-                   "arm-linux-gnueabihf": SOURCES / "cmake" / "arm-linux-gnueabihf.cmake"}
+TOOLCHAIN_FILES = {triple: REPO / "runtime" / "cmake" / f"toolchain-{triple}.cmake"
+                   for triple in ("aarch64-linux-gnu", "arm-linux-gnueabihf")}
+"""The runner builds with the same toolchain files as the patch runtime."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,11 @@ def build_runner(target_name: str, report=_quiet) -> RunnerBuild:
                  f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN_FILES[target.triple]}",
                  f"-DEXECUTORCH_ROOT={executorch.root}", f"-DAMC_RUNNER_TARGET={target.name}",
                  f"-DAMC_RUNNER_CFLAGS={' '.join(f for f in target.cflags if not f.startswith('-O'))}"]
-    cache = out / "CMakeCache.txt"
-    if not cache.exists() or f"EXECUTORCH_ROOT:PATH={executorch.root}" not in cache.read_text():
+    stamp = out / "amc-configure.txt"
+    if not stamp.exists() or stamp.read_text() != "\n".join(configure):
+        shutil.rmtree(out, ignore_errors=True)      # a changed toolchain or library needs a fresh tree
         _run(configure, f"cmake configure of amc-runner for {target.name}")
+        stamp.write_text("\n".join(configure))
     _run([tools.cmake, "--build", str(out), "-j2"], f"amc-runner build for {target.name}")
     report(f"build amc-runner for {target.name}", 1, 1)
     return RunnerBuild(target.name, out / "amc-runner", executorch)
