@@ -83,9 +83,9 @@ def _inspect_tflite(path: Path) -> dict:
 
 
 def _inspect_pte(path: Path) -> dict:
-    from executorch.runtime import Runtime
+    from amc.targets.executorch import executorch_runtime
 
-    program = Runtime.get().load_program(str(path))
+    program = executorch_runtime().load_program(str(path))
     meta = program.metadata("forward")
     return {"path": str(path), "kind": "pte", "bytes": path.stat().st_size,
             "inputs": [str(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],

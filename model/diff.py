@@ -473,22 +473,15 @@ def _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log
     # the full record budget, reached geometrically over the pruning epochs
     total_elements = sum(int(np.prod(g.shape)) for g in grids)
     dense_bytes = sum(sparse_record_bytes(np.arange(int(np.prod(g.shape)))) for g in grids)
-    config = diffed.model.config
     for epoch in range(epochs):
-        losses = []
-        for batch in batches(data, settings.batch_size, config, rng):
-            loss = _loss(diffed, deltas(), batch, settings.routes)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        mean_loss = _epoch(diffed, deltas, data, settings, optimizer, rng)
         magnitude = {}
         for k, d in raw.items():
             m = (d.detach() * (hard[k] if hard is not None else 1)).abs().numpy().astype(np.float64)
             magnitude[k] = np.where(m >= 0.5, m, 0.0)
         # prune: the byte target falls geometrically to the budget; the last epoch fine-tunes
         prune_epochs = epochs - 1
-        entry = {"epoch": epoch + 1, "loss": round(sum(losses) / max(1, len(losses)), 4)}
+        entry = {"epoch": epoch + 1, "loss": round(mean_loss, 4)}
         if epoch < prune_epochs:
             fraction = (epoch + 1) / prune_epochs
             target = int(dense_bytes * (record_budget / dense_bytes) ** fraction) if record_budget < dense_bytes \
@@ -527,6 +520,18 @@ def _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log
     return diff
 
 
+def _epoch(diffed, deltas, data, settings, optimizer, rng) -> float:
+    """One pass over the update's training set, the diff given by `deltas()`; the mean loss."""
+    losses = []
+    for batch in batches(data, settings.batch_size, diffed.model.config, rng):
+        loss = _loss(diffed, deltas(), batch, settings.routes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return sum(losses) / max(1, len(losses))
+
+
 def hash_allocation(grids: list[Grid], record_budget: int) -> dict[str, int]:
     """Buckets per region, in proportion to its size, so all hash records fit the budget."""
     sizes = {g.key: int(np.prod(g.shape)) for g in grids}
@@ -552,16 +557,9 @@ def _train_hash(diffed, grids, data, settings, record_budget, rng, report, log) 
         return {k: _round(b.clamp(-127, 127))[index[k][0]] * index[k][1] for k, b in buckets.items()}
 
     optimizer = torch.optim.Adam(list(buckets.values()), lr=settings.learning_rate)
-    config = diffed.model.config
     for epoch in range(settings.epochs):
-        losses = []
-        for batch in batches(data, settings.batch_size, config, rng):
-            loss = _loss(diffed, deltas(), batch, settings.routes)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        log({"epoch": epoch + 1, "loss": round(sum(losses) / max(1, len(losses)), 4)})
+        mean_loss = _epoch(diffed, deltas, data, settings, optimizer, rng)
+        log({"epoch": epoch + 1, "loss": round(mean_loss, 4)})
         report("train hash diff", epoch + 1, settings.epochs)
     regions = []
     for grid in grids:

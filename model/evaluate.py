@@ -34,6 +34,7 @@ def evaluate_model(model, data: FeatureSet, route: str = "arbitrator", mflops: f
                     "text": batch.texts[row],
                     "hypothesis": greedy_decode(result.logits[row, :length], config.vocabulary),
                     "fast": result.p_fast[row, :length].numpy().astype(bool),
+                    "backlog_ms": result.backlog_ms[row, :length].numpy().astype(np.float64),
                 })
             if report:
                 report(f"eval ({route})", min(len(data), (done + 1) * batch_size), len(data))
@@ -51,8 +52,9 @@ def evaluate_bundle(bundle, data: FeatureSet, route: str = "arbitrator", mflops:
     for index, (frames, text) in enumerate(zip(data.features, data.texts)):
         h = np.zeros((1, config.state_dim), np.float32)
         c = np.zeros((1, config.state_dim), np.float32)
-        backlog, logits, fast = 0.0, [], []
+        backlog, logits, fast, backlogs = 0.0, [], [], []
         for frame in frames.numpy():
+            backlogs.append(backlog)
             x = frame[None, :].astype(np.float32)
             go_fast = route == "fast"
             cost = 0.0
@@ -67,7 +69,8 @@ def evaluate_bundle(bundle, data: FeatureSet, route: str = "arbitrator", mflops:
             backlog = advance_backlog(backlog, cost + (costs_ms.fast if go_fast else costs_ms.slow),
                                       config.features.frame_ms)
         hypothesis = greedy_decode(torch.from_numpy(np.stack(logits)), config.vocabulary) if logits else ""
-        traces.append({"text": text, "hypothesis": hypothesis, "fast": np.array(fast, bool)})
+        traces.append({"text": text, "hypothesis": hypothesis, "fast": np.array(fast, bool),
+                       "backlog_ms": np.array(backlogs)})
         if report:
             report(f"eval ({route})", index + 1, len(data))
     return summarize(traces, costs, route, mflops, config.features.frame_ms, keep_traces)
@@ -90,20 +93,16 @@ def backlog_trace(fast: np.ndarray, costs_ms: BranchCosts, frame_ms: float, arbi
 
 def summarize(traces: list[dict], costs: BranchCosts, route: str, mflops: float, frame_ms: float,
               keep_traces: bool = False) -> dict:
+    """Each trace holds its text, hypothesis, which frames ran fast and the backlog before each."""
     if route not in ROUTE_MODES:
         raise ValueError(route)
     cer, wer = error_rates([t["text"] for t in traces], [t["hypothesis"] for t in traces])
-    costs_ms = costs.ms(mflops)
     arbitrated = route == "arbitrator"
     total_frames = sum(len(t["fast"]) for t in traces)
     fast_frames = sum(int(t["fast"].sum()) for t in traces)
     mflops_total = sum(t["fast"].sum() * costs.fast + (~t["fast"]).sum() * costs.slow
                        + (len(t["fast"]) * costs.arbitrator if arbitrated else 0.0) for t in traces)
-    latencies = []
-    for t in traces:
-        backlog = backlog_trace(t["fast"], costs_ms, frame_ms, arbitrated)
-        t["backlog_ms"] = backlog
-        latencies.append(float(backlog[-1]) if len(backlog) else 0.0)
+    latencies = [float(t["backlog_ms"][-1]) if len(t["backlog_ms"]) else 0.0 for t in traces]
     frames = max(1, total_frames)
     result = {
         "route": route,

@@ -136,13 +136,10 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
     schedule = _cosine(optimizer, settings.slow_epochs)
     model.train()
     for _ in range(settings.slow_epochs):
-        started, losses = time.time(), []
-        for batch in batches(train_data, settings.batch_size, config, rng):
-            loss = ctc(model.sequence_logits("slow", batch.x), batch)
-            _step(optimizer, loss, params)
-            losses.append(loss.item())
+        started = time.time()
+        loss = _branch_epoch(model, "slow", train_data, settings, optimizer, params, rng)
         schedule.step()
-        finish_epoch("slow", sum(losses) / len(losses), started, "slow")
+        finish_epoch("slow", loss, started, "slow")
 
     # phase 2: the fast branch alone, starting as a compression of the slow one
     if settings.fast_epochs:
@@ -152,12 +149,9 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
     for epoch in range(settings.fast_epochs):
         if config.fast_variant == "sparse":   # prune gradually: density falls geometrically to its target
             prune_to(model, config.fast_density ** ((epoch + 1) / settings.fast_epochs))
-        started, losses = time.time(), []
-        for batch in batches(train_data, settings.batch_size, config, rng):
-            loss = ctc(model.sequence_logits("fast", batch.x), batch)
-            _step(optimizer, loss, params)
-            losses.append(loss.item())
-        finish_epoch("fast", sum(losses) / len(losses), started, "fast")
+        started = time.time()
+        loss = _branch_epoch(model, "fast", train_data, settings, optimizer, params, rng)
+        finish_epoch("fast", loss, started, "fast")
 
     # phase 3: joint, routed frame by frame, backlog simulated
     costs = branch_costs(model)
@@ -195,6 +189,17 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         finish_epoch(f"joint tau={tau:.2f}", sum(losses) / len(losses), started, "arbitrator")
     model.eval()
     return model, history
+
+
+def _branch_epoch(model: BranchedEncoder, route: str, data: FeatureSet, settings: TrainSettings, optimizer,
+                  params, rng) -> float:
+    """One pass of one branch alone over `data` (fused LSTM kernel); the mean CTC loss."""
+    losses = []
+    for batch in batches(data, settings.batch_size, model.config, rng):
+        loss = ctc(model.sequence_logits(route, batch.x), batch)
+        _step(optimizer, loss, params)
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
 
 
 def _step(optimizer, loss, params) -> None:

@@ -305,34 +305,6 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
 
 # ---- the whole test -------------------------------------------------------------------------------
 
-def import_executorch_runtime() -> None:
-    """Import `executorch.runtime` (what the host side runs the bundle with) without the
-    exporter. Its pybindings import `executorch.exir._warnings` only, but importing that runs
-    `executorch/exir/__init__.py`, which loads the whole export stack (exir passes, torchao):
-    8.6 s of a 8.7 s import on idle cores, about 55 s on these shared ones. A bare package object
-    stands in for `executorch.exir` during that import and is removed afterwards, so a later
-    `import executorch.exir` (the compiler) still runs the real one. Nothing happens when the
-    exporter or the runtime is already loaded."""
-    import os
-    import sys
-    import types
-
-    if "executorch.runtime" in sys.modules or "executorch.exir" in sys.modules:
-        return
-    import executorch
-
-    stand_in = types.ModuleType("executorch.exir")
-    stand_in.__path__ = [os.path.join(executorch.__path__[0], "exir")]
-    sys.modules["executorch.exir"] = stand_in
-    try:
-        import executorch.runtime  # noqa: F401
-    finally:
-        if sys.modules.get("executorch.exir") is stand_in:
-            del sys.modules["executorch.exir"]
-        if getattr(executorch, "exir", None) is stand_in:
-            del executorch.exir
-
-
 def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, backend: str | None = None,
                    data: Path | str | None = None, settings: Settings | None = None, report=_quiet) -> dict:
     """Run the on-target checks for a preset; returns the figures (see the module docstring)."""
@@ -350,7 +322,6 @@ def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, 
     cross_toolchain(target)
     # 2. the bundle
     bundle = resolve_bundle(target, bundle, backend, report)
-    import_executorch_runtime()
     from amc.compiler.bundle import load_bundle
     host_bundle = load_bundle(bundle)
     if host_bundle.backend != "executorch":
