@@ -9,7 +9,8 @@ rarely builds a backlog, half of its samples also get a backlog drawn over
 [0, 3 * backlog_scale_ms] so the quantized backlog input keeps the range the device may need.
 
 The state ranges (h and c) are taken jointly over both branches' inputs and outputs: fast and
-slow pin the same int8 scale and zero point on their state tensors."""
+slow pin the same int8 scale and zero point on their state tensors. A model with a cell clip
+gets c's range from the clip instead: int8 saturation then is the clip itself."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ def gather(model: BranchedEncoder, utterances: list[torch.Tensor], mflops: float
     branch_samples = pick(branch_inputs)
     notes = [f"backlog simulated at {mflops:g} MFLOP/s; half of the arbitrator samples swept over "
              f"[0, {sweep:g}] ms"]
+    if config.cell_clip is not None:     # the clip bounds c: its int8 range is the clip, whatever was seen
+        low["c"], high["c"] = -config.cell_clip, config.cell_clip
+        notes.append(f"cell state range pinned to the model's cell clip +-{config.cell_clip:g}")
     return CalibrationSet(
         inputs={"slow": branch_samples, "fast": branch_samples, "arbitrator": arbitrator_samples},
         state_ranges={k: (low[k], high[k]) for k in ("h", "c")},

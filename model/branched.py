@@ -72,7 +72,7 @@ class LSTMStack(nn.Module):
 
     def __init__(self, config: ModelConfig, kind: str):
         super().__init__()
-        self.hidden, self.layers = config.hidden, config.layers
+        self.hidden, self.layers, self.cell_clip = config.hidden, config.layers, config.cell_clip
         dims = [config.features.frame_dim] + [config.hidden] * (config.layers - 1)
         self.projections = nn.ModuleList(
             _projection(kind, config, in_dim + config.hidden, 4 * config.hidden) for in_dim in dims)
@@ -85,6 +85,8 @@ class LSTMStack(nn.Module):
             gates = projection(torch.cat([layer_input, h[:, part]], dim=-1))
             i, f, g, o = gates.chunk(4, dim=-1)
             c_next = torch.sigmoid(f) * c[:, part] + torch.sigmoid(i) * torch.tanh(g)
+            if self.cell_clip is not None:
+                c_next = torch.clamp(c_next, -self.cell_clip, self.cell_clip)
             h_next = torch.sigmoid(o) * torch.tanh(c_next)
             hs.append(h_next)
             cs.append(c_next)
@@ -92,8 +94,16 @@ class LSTMStack(nn.Module):
         return torch.cat(hs, dim=-1), torch.cat(cs, dim=-1)
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole sequences (batch, time, in) -> top-layer outputs (batch, time, H), through the fused
-        LSTM kernel: the same arithmetic as `step`, much faster for training."""
+        """Whole sequences (batch, time, in) -> top-layer outputs (batch, time, H): the fused LSTM
+        kernel (the same arithmetic as `step`, about 3x faster to train), or `step` frame by frame
+        when the cell state is clipped, which the fused kernel cannot do."""
+        if self.cell_clip is not None:
+            h = c = x.new_zeros(x.shape[0], self.layers * self.hidden)
+            tops = []
+            for t in range(x.shape[1]):
+                h, c = self.step(x[:, t], h, c)
+                tops.append(h[:, -self.hidden:])
+            return torch.stack(tops, dim=1)
         params = []
         in_dim = x.shape[-1]
         for index, projection in enumerate(self.projections):

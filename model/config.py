@@ -52,6 +52,8 @@ class ModelConfig:
     backlog_scale_ms: float = 100.0        # arbitrator input is backlog_ms / backlog_scale_ms
     route_threshold: float = 0.5           # fast when P(fast) > threshold
     nominal_mflops: float = 40.0           # processor speed (MFLOP/s) the arbitrator was trained for
+    cell_clip: float | None = None         # |c| clamped to this after every step (None: unclipped);
+    # bounds the cell state so its int8 range is fixed and fine (see docs/model.md)
 
     @property
     def state_dim(self) -> int:
@@ -89,6 +91,8 @@ class ModelConfig:
             raise InputError(f"{source}: vocabulary must start with the CTC blank '_' and hold the characters")
         if not 0 < self.fast_density <= 1:
             raise InputError(f"{source}: fast_density must be in (0, 1]")
+        if self.cell_clip is not None and not self.cell_clip > 0:
+            raise InputError(f"{source}: cell_clip must be a positive number or null")
         if self.hidden < 1 or self.layers < 1 or self.fast_rank < 1:
             raise InputError(f"{source}: hidden, layers and fast_rank must be positive")
 

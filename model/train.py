@@ -216,7 +216,7 @@ def _cosine(optimizer, epochs: int):
 
 def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", settings: TrainSettings = TrainSettings(),
                      hidden: int = 256, rank: int = 48, density: float = 0.15, backlog_scale_ms: float = 100.0,
-                     init: Path | None = None,
+                     cell_clip: float | None = 8.0, init: Path | None = None,
                      report=None, log=None) -> dict:
     """Train on DATA/train (dev CER on DATA/dev) and write a checkpoint directory to `out`."""
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
@@ -225,7 +225,7 @@ def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", set
 
     config = ModelConfig(vocabulary=("_",) + tuple(ALPHABET), hidden=hidden, fast_variant=variant,
                          fast_rank=rank, fast_density=density, nominal_mflops=settings.mflops,
-                         backlog_scale_ms=backlog_scale_ms)
+                         backlog_scale_ms=backlog_scale_ms, cell_clip=cell_clip)
     config.validate()
     data_dir = Path(data_dir)
     train_data = load_features(data_dir / "train", config.features, report)

@@ -16,9 +16,10 @@ from amc.model.config import ModelConfig
 VOCABULARY = ("_",) + tuple(" abcdefghijklmnopqrstuvwxyz'")
 
 
-def tiny_checkpoint(path: Path, variant: str = "factorized", hidden: int = 32) -> Path:
+def tiny_checkpoint(path: Path, variant: str = "factorized", hidden: int = 32, cell_clip: float | None = None) -> Path:
     torch.manual_seed(0)
-    model = BranchedEncoder(ModelConfig(vocabulary=VOCABULARY, hidden=hidden, fast_rank=4, fast_variant=variant))
+    model = BranchedEncoder(ModelConfig(vocabulary=VOCABULARY, hidden=hidden, fast_rank=4, fast_variant=variant,
+                                        cell_clip=cell_clip))
     with torch.no_grad():
         model.feature_mean.fill_(-6.0)
         model.feature_std.fill_(3.0)

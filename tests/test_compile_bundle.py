@@ -14,11 +14,13 @@ from tests.compile_fixtures import tiny_checkpoint, tiny_corpus
 
 pytestmark = pytest.mark.toolchain
 
+CELL_CLIP = 1.0     # the tiny model's cells reach past it: the clamp is in every step graph
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compile")
-    return tiny_checkpoint(root / "ckpt"), tiny_corpus(root / "corpus")
+    return tiny_checkpoint(root / "ckpt", cell_clip=CELL_CLIP), tiny_corpus(root / "corpus")
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,9 @@ def _check_bundle(result: dict) -> None:
         assert graph["bytes"] > 0 and graph["macs_per_frame"] > 0 and "int8" in graph["weight_dtypes"]
     state = result["state"]
     assert state["h"]["scale"] and state["c"]["scale"]
+    scale, zero = state["c"]["scale"], state["c"]["zero_point"]    # c's int8 range is the cell clip
+    low, high = (-128 - zero) * scale, (127 - zero) * scale
+    assert abs(low + CELL_CLIP) <= scale and abs(high - CELL_CLIP) <= scale, state["c"]
     verification = result["verification"]
     for graph, v in verification["one_frame"].items():
         assert v["snr_db"] > 15, (graph, v)        # random tiny model: a loose floor; the real one is in docs

@@ -18,10 +18,11 @@ from tests.conftest import tiny_config
 
 @pytest.mark.parametrize("variant", ["factorized", "sparse"])
 @pytest.mark.parametrize("route", ["slow", "fast"])
-def test_step_graph_matches_fused_sequence(variant, route):
+@pytest.mark.parametrize("cell_clip", [None, 0.5])
+def test_step_graph_matches_fused_sequence(variant, route, cell_clip):
     torch.manual_seed(1)
-    model = BranchedEncoder(tiny_config(fast_variant=variant)).eval()
-    x = torch.randn(3, 12, 120)
+    model = BranchedEncoder(tiny_config(fast_variant=variant, cell_clip=cell_clip)).eval()
+    x = 3 * torch.randn(3, 12, 120)
     whole = model.sequence_logits(route, x)
     step = model.step_module(route)
     h, c = model.initial_state(3)
@@ -30,6 +31,21 @@ def test_step_graph_matches_fused_sequence(variant, route):
         logits, h, c = step(x[:, t], h, c)
         frames.append(logits)
     assert torch.allclose(torch.stack(frames, dim=1), whole, atol=1e-5)
+
+
+def test_cell_clip_bounds_the_cell_state():
+    torch.manual_seed(1)
+    free = BranchedEncoder(tiny_config()).eval()
+    clipped = BranchedEncoder(tiny_config(cell_clip=0.1)).eval()
+    clipped.load_state_dict(free.state_dict())
+    x = 3 * torch.randn(2, 120)
+    h, c = free.initial_state(2)
+    _, _, c_free = free.branch_step("slow", x, h, c)
+    _, _, c_clipped = clipped.branch_step("slow", x, h, c)
+    assert c_free.abs().max() > 0.1                      # the clip is active on this input
+    assert c_clipped.abs().max() <= 0.1
+    first = slice(0, clipped.config.hidden)             # the first layer's cell: the same sum, clamped
+    assert torch.equal(c_clipped[:, first], c_free[:, first].clamp(-0.1, 0.1))
 
 
 def test_branches_share_state_layout(tiny_model):
@@ -96,6 +112,7 @@ def _edit_config(path, **changes):
     ({"architecture": "transformer"}, "unknown architecture"),
     ({"dropout": 0.1}, "unknown key 'dropout'"),
     ({"fast_variant": "pruned"}, "fast_variant"),
+    ({"cell_clip": -1}, "cell_clip"),
 ])
 def test_bad_checkpoints_are_named(tmp_path, tiny_model, change, message):
     save_checkpoint(tiny_model, tmp_path / "ckpt")

@@ -33,6 +33,8 @@ def train(
     latency_weight: float = typer.Option(1.0, help="Weight of the mean-backlog term."),
     eou_weight: float = typer.Option(1.0, help="Weight of the end-of-utterance backlog term."),
     backlog_scale_ms: float = typer.Option(100.0, help="The arbitrator sees backlog_ms / this."),
+    cell_clip: float = typer.Option(8.0, help="Clamp the LSTM cell state to +-this every step (0: no clip); "
+                                              "a bounded cell state is what lets int8 keep it."),
     seed: int = typer.Option(0),
     init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                         help="Take the slow branch from this checkpoint and skip its training."),
@@ -46,7 +48,7 @@ def train(
                              cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight, seed=seed)
     with progress_bar(not json_out) as report:
         result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density,
-                                  backlog_scale_ms=backlog_scale_ms, init=init,
+                                  backlog_scale_ms=backlog_scale_ms, cell_clip=cell_clip or None, init=init,
                                   report=report, log=lambda entry: stderr.print(entry))
     print_json(result) if json_out else stderr.print(f"wrote {result['checkpoint']} (dev CER {result['dev_cer']}%)")
 
