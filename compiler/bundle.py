@@ -13,15 +13,16 @@ from amc.compiler.manifest import read_manifest
 from amc.model.config import ModelConfig
 
 
-def open_runner(backend: str, path: Path, graph: dict, micro: bool = False):
-    """A callable float arrays -> list of float arrays, in the manifest's output order."""
+def open_runner(backend: str, path: Path, graph: dict, micro: bool = False, arena: int | None = None):
+    """A callable float arrays -> list of float arrays, in the manifest's output order.
+    `arena`: TFLite Micro's tensor arena in bytes (default: the measured need and some room)."""
     if backend == "executorch":
         from amc.targets.executorch import ExecutorchRunner
         return ExecutorchRunner(path)
     if backend == "tflite":
         if micro:
             from amc.targets.tflite_micro import MicroRunner
-            return MicroRunner(path, graph)
+            return MicroRunner(path, graph, arena)
         from amc.targets.tflite import TfliteRunner
         return TfliteRunner(path, graph)
     if backend == "onnx":
@@ -32,7 +33,10 @@ def open_runner(backend: str, path: Path, graph: dict, micro: bool = False):
 
 class Bundle:
     def __init__(self, path: Path | str, runtime: str | None = None):
-        """`runtime='tflite-micro'` runs a TFLite bundle through the TFLite Micro interpreter."""
+        """`runtime='tflite-micro'` runs a TFLite bundle through the TFLite Micro interpreter, each
+        graph in the arena a firmware allocates (the manifest's `mcu.shared_arena_bytes`) when the
+        bundle is for a microcontroller. (An arena too small can crash the interpreter:
+        `amc.targets.tflite_micro.arena_fits` tries one safely.)"""
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.backend = self.manifest["backend"]
@@ -40,7 +44,8 @@ class Bundle:
         graphs = self.manifest["graphs"]
         self.macs = {name: graphs[name]["macs_per_frame_nonzero"] for name in graphs}
         micro = runtime == "tflite-micro"
-        self.runners = {name: open_runner(self.backend, self.path / graphs[name]["file"], graphs[name], micro)
+        arena = self.manifest.get("mcu", {}).get("shared_arena_bytes") if micro else None
+        self.runners = {name: open_runner(self.backend, self.path / graphs[name]["file"], graphs[name], micro, arena)
                         for name in ("fast", "slow", "arbitrator")}
 
     def slow_step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray):

@@ -132,8 +132,9 @@ _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "in
 
 
 def read_flatbuffer(data: bytes) -> dict:
-    """Tensors (name, type, shape, quantization, where their data lies in the file) and the
-    operator counts of a .tflite file."""
+    """Tensors (name, type, shape, quantization, where their data lies in the file), the
+    operator counts and the operators in execution order (type, input and output tensor
+    indices) of a .tflite file."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(data, 0)
@@ -162,13 +163,17 @@ def read_flatbuffer(data: bytes) -> dict:
             "axis": int(q.QuantizedDimension()) if q is not None else None,
         })
     ops: dict[str, int] = {}
+    operators = []
     names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
     for i in range(subgraph.OperatorsLength()):
-        code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
+        operator = subgraph.Operators(i)
+        code = model.OperatorCodes(operator.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         name = names.get(builtin, str(builtin))
         ops[name] = ops.get(name, 0) + 1
-    return {"tensors": tensors, "ops": ops,
+        operators.append({"op": name, "inputs": [int(t) for t in operator.InputsAsNumpy() if t >= 0],
+                          "outputs": [int(t) for t in operator.OutputsAsNumpy()]})
+    return {"tensors": tensors, "ops": ops, "operators": operators,
             "inputs": [tensors[subgraph.Inputs(i)]["name"] for i in range(subgraph.InputsLength())],
             "outputs": [tensors[subgraph.Outputs(i)]["name"] for i in range(subgraph.OutputsLength())]}
 
@@ -295,8 +300,10 @@ def _lsb(a: np.ndarray, b: np.ndarray) -> int:
 def cross_check(bundle_dir: Path, samples: dict[str, list[tuple]], micro: bool) -> dict:
     """The other interpreters on the same quantized inputs: TFLite Micro (MCU bundles) against
     ai-edge-litert's reference kernels and its optimized ones: whether the outputs are identical
-    and the largest difference in LSB (some int8 kernels round differently: 1-2 LSB on a few
-    outputs a frame). tflite-runtime is tried where a venv of it exists."""
+    and the largest difference in LSB. They are not: TFLite Micro requantizes FULLY_CONNECTED
+    with two roundings, LiteRT with one (one step apart on a few values), and the sigmoids and
+    the cell state carry such a step to more in the outputs (`tflite_micro.kernel_differences`
+    traces it operator by operator). tflite-runtime is tried where a venv of it exists."""
     from amc.compiler.manifest import read_manifest
 
     manifest = read_manifest(bundle_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.errors import BudgetError, LoweringError, ToolMissingError
+from amc.compiler.errors import AmcError, BudgetError, LoweringError, ToolMissingError
 from amc.targets.tflite import SIGNATURE, dequantize, quantize, read_flatbuffer
 
 ALIGNMENT = 16
@@ -29,23 +29,54 @@ def _runtime():
     return runtime
 
 
-def _open(data: bytes, arena: int, graph: str):
+def check_runtime() -> None:
+    _runtime()
+
+
+def _open(data: bytes, arena: int, graph: str, preserve_all_tensors: bool = False):
+    """An interpreter on `arena` bytes; `preserve_all_tensors` keeps every intermediate tensor
+    (readable with GetTensor) instead of reusing the arena, for tracing only."""
     runtime = _runtime()
+    config = (runtime.InterpreterConfig.kPreserveAllTensors if preserve_all_tensors
+              else runtime.InterpreterConfig.kAllocationRecording)
     try:
-        return runtime.Interpreter.from_bytes(data, arena_size=arena)
+        return runtime.Interpreter.from_bytes(data, arena_size=arena, intrepreter_config=config)
     except (RuntimeError, ValueError) as error:
         message = str(error)
         op = re.search(r"(?:opcode|op)\s*'?([A-Z_0-9]+)'?", message)
         if "find op" in message or "registration" in message.lower() or "unsupported" in message.lower():
             name = op.group(1) if op else "an operator"
             raise LoweringError(f"graph '{graph}': TFLite Micro has no kernel for {name}") from None
+        if "allocate" in message.lower():
+            raise AmcError(f"graph '{graph}': TFLite Micro cannot place its tensors in an arena of "
+                           f"{arena} bytes") from None
         raise
 
 
 def arena_bytes(data: bytes, graph: str) -> int:
-    """The tensor arena TFLite Micro's recording allocator reports for this graph after one
-    invoke ("Arena allocation total"), plus ARENA_MARGIN, rounded up to ALIGNMENT. (Probing
-    smaller and smaller arenas instead crashes the interpreter on some sizes.)"""
+    """The tensor arena this graph needs in TFLite Micro, plus ARENA_MARGIN, rounded up to
+    ALIGNMENT. First estimate: what the recording allocator reports after one invoke ("Arena
+    allocation total"). That is the arena's final layout and can miss the allocator's peak while
+    it plans the tensors (the reference model's fast graph reported 28,128 bytes and needs
+    32,912), so the estimate is tried in a process of its own (`arena_fits`: too small an arena
+    can crash the interpreter, not only fail) and, when short, the smallest arena that holds the
+    graph is searched upward from it the same way."""
+    need = _recorded_arena(data, graph)
+    if not arena_fits(data, need):
+        low, step = need, ARENA_MARGIN
+        while not arena_fits(data, low + step):
+            low, step = low + step, step * 2
+            if low > PROBE_ARENA + 4 * len(data):
+                raise LoweringError(f"graph '{graph}': TFLite Micro does not run it in an arena of {low} bytes")
+        high = low + step
+        while high - low > ARENA_MARGIN // 4:          # low does not fit, high does
+            middle = (low + high) // 2 // ALIGNMENT * ALIGNMENT
+            low, high = (low, middle) if arena_fits(data, middle) else (middle, high)
+        need = high
+    return -(-(need + ARENA_MARGIN) // ALIGNMENT) * ALIGNMENT
+
+
+def _recorded_arena(data: bytes, graph: str) -> int:
     import tempfile
 
     interpreter = _open(data, PROBE_ARENA + 4 * len(data), graph)
@@ -64,7 +95,27 @@ def arena_bytes(data: bytes, graph: str) -> int:
     found = re.search(r"Arena allocation total (\d+) bytes", text)
     if not found:
         raise LoweringError(f"graph '{graph}': TFLite Micro did not report its arena size")
-    return -(-(int(found.group(1)) + ARENA_MARGIN) // ALIGNMENT) * ALIGNMENT
+    return int(found.group(1))
+
+
+_FITS = """
+import sys
+from tflite_micro.python.tflite_micro import runtime
+interpreter = runtime.Interpreter.from_bytes(sys.stdin.buffer.read(), arena_size=int(sys.argv[1]))
+interpreter.invoke()
+print("fits")
+"""
+
+
+def arena_fits(data: bytes, arena: int) -> bool:
+    """Whether TFLite Micro allocates and invokes the graph in `arena` bytes, tried in a Python
+    process of its own: on some sizes too small an arena crashes the interpreter."""
+    import subprocess
+
+    _runtime()
+    result = subprocess.run([sys.executable, "-c", _FITS, str(int(arena))], input=data, capture_output=True,
+                            timeout=300)
+    return result.returncode == 0 and result.stdout.strip() == b"fits"
 
 
 def plan(preset, paths: dict[str, Path], state: dict) -> dict:
@@ -133,10 +184,13 @@ def write_c_sources(directory: Path, files: dict[str, bytes], mcu: dict, state: 
 class MicroRunner:
     """A .tflite in the TFLite Micro interpreter; same call convention as TfliteRunner."""
 
-    def __init__(self, path, graph: dict):
+    def __init__(self, path, graph: dict, arena: int | None = None):
+        """`arena`: the tensor arena in bytes, as a firmware allocates it (the bundle manifest's
+        `mcu.arena_bytes`); by default the measured need and some room."""
         data = Path(path).read_bytes()
         model = read_flatbuffer(data)
-        self.interpreter = _open(data, arena_bytes(data, str(path)) + 4096, str(path))
+        self.arena = arena if arena is not None else arena_bytes(data, str(path)) + 4096
+        self.interpreter = _open(data, self.arena, str(path))
         n_in, n_out = len(graph["inputs"]), len(graph["outputs"])
         # micro indexes tensors by subgraph order; the step graph's order is args_i / output_i
         self.input_index = [model["inputs"].index(f"{SIGNATURE}_args_{i}") for i in range(n_in)]
@@ -161,3 +215,71 @@ def _details(detail: dict) -> dict:
     scale = float(scales[0]) if len(scales) else 0.0
     zero_point = int(zero_points[0]) if len(zero_points) else 0
     return {"dtype": detail["dtype"], "quantization": (scale, zero_point)}
+
+
+# ---- which kernels round apart ------------------------------------------------------------------
+
+def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> dict:
+    """Every operator of a graph in TFLite Micro and in ai-edge-litert on the same inputs (float
+    records, quantized as the graph's inputs), with all intermediate tensors kept. Where an
+    operator's non-constant inputs are equal in both interpreters its outputs are compared: the
+    count and the largest difference, in steps of the output's quantization, by operator type,
+    against LiteRT's reference kernels (`BUILTIN_REF`, the code TFLite Micro's kernels come
+    from) and its optimized ones. The graph outputs differ by these, carried through the graph
+    (docs/benchmarks.md, "TFLite Micro vs ai-edge-litert")."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from amc.targets.tflite import TfliteRunner
+
+    path = Path(path)
+    data = path.read_bytes()
+    model = read_flatbuffer(data)
+    tensors = model["tensors"]
+    names = [f"{SIGNATURE}_args_{i}" for i in range(len(graph["inputs"]))]
+    lite_inputs = [next(t["index"] for t in tensors if t["name"] == name) for name in names]
+    micro_inputs = [model["inputs"].index(name) for name in names]
+    micro = _open(data, PROBE_ARENA + 4 * len(data), str(path), preserve_all_tensors=True)
+    quantizer = TfliteRunner(path, graph, reference_kernels=True)
+    lite = {}
+    with warnings.catch_warnings():       # "preserve all tensors is for debugging": it is
+        warnings.simplefilter("ignore")
+        for kernels, resolver in (("reference_kernels", OpResolverType.BUILTIN_REF),
+                                  ("optimized_kernels", OpResolverType.AUTO)):
+            lite[kernels] = Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=resolver,
+                                        experimental_preserve_all_tensors=True)
+            lite[kernels].allocate_tensors()
+    found = {kernels: {"op_runs": 0, "op_runs_compared": 0, "max_step_diff": 0, "ops": {}} for kernels in lite}
+    for record in records:
+        quantized = quantizer.quantize_inputs(record)
+        for array, index in zip(quantized, micro_inputs):
+            micro.set_input(np.ascontiguousarray(array), index)
+        micro.invoke()
+        micro_tensor = {}
+
+        def in_micro(index: int) -> np.ndarray:
+            if index not in micro_tensor:
+                micro_tensor[index] = np.asarray(micro.GetTensor(index, 0)["tensor_data"]).reshape(-1).astype(np.int64)
+            return micro_tensor[index]
+
+        for kernels, interpreter in lite.items():
+            for array, index in zip(quantized, lite_inputs):
+                interpreter.set_tensor(index, array.reshape(interpreter.get_tensor(index).shape))
+            interpreter.invoke()
+            summary = found[kernels]
+            for operator in model["operators"]:
+                summary["op_runs"] += 1
+                if not all(tensors[i]["data"] is not None
+                           or np.array_equal(in_micro(i), interpreter.get_tensor(i).reshape(-1))
+                           for i in operator["inputs"]):
+                    continue
+                summary["op_runs_compared"] += 1
+                worst = max(int(np.abs(in_micro(o) - interpreter.get_tensor(o).reshape(-1)).max(initial=0))
+                            for o in operator["outputs"])
+                if worst:
+                    op = summary["ops"].setdefault(operator["op"], {"runs_differing": 0, "max_step_diff": 0})
+                    op["runs_differing"] += 1
+                    op["max_step_diff"] = max(op["max_step_diff"], worst)
+                    summary["max_step_diff"] = max(summary["max_step_diff"], worst)
+    return found

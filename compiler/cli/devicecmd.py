@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from amc.compiler.cli.output import print_json, progress_bar, stderr
+from amc.compiler.cli.output import print_json, progress_bar, stderr, stdout_to_stderr
 
 Target = typer.Option(..., "--target", "-t", help="Board preset (see `amc targets`).")
 Bundle = typer.Option(None, "--bundle", exists=True, file_okay=False,
@@ -28,11 +28,12 @@ def test(
     patch: bool = typer.Option(True, "--patch/--no-patch", help="Apply a weight update with amc-patch on the board."),
     json_out: bool = Json,
 ) -> None:
-    """Run the bundle on the target's CPU under QEMU and compare with the host's runtime."""
+    """Run the bundle on the target's CPU under QEMU and compare with the host's runtime; for a
+    microcontroller, run it in TFLite Micro and compare with LiteRT."""
     from amc.targets.ondevice import Settings, test_on_target
 
     settings = Settings(utterances=utterances, records_per_graph=records, mflops=mflops, patch=patch)
-    with progress_bar(not json_out) as report:
+    with progress_bar(not json_out) as report, stdout_to_stderr():
         result = test_on_target(target, bundle, backend, data, settings, report=report)
     if json_out:
         print_json(result)
@@ -46,6 +47,10 @@ def _summary(result: dict) -> None:
     stderr.print(f"{result['target']}: {result.get('emulator', result.get('interpreters', ''))}")
     stderr.print(f"  graphs: {result['outputs_compared']} output values compared, "
                  f"largest difference {result['max_int8_step_diff']} int8 steps")
+    if "max_kernel_step_diff" in result:
+        for kernels, steps in result["max_kernel_step_diff"].items():
+            stderr.print(f"  kernels on equal inputs, LiteRT {kernels.replace('_', ' ')}: largest difference "
+                         f"{steps} steps ({', '.join(result['kernels_differing'][kernels]) or 'none differ'})")
     if "transcripts_equal" in result:
         stderr.print(f"  streaming: {result['utterances']} utterances, {result['frames']} frames, "
                      f"transcripts equal: {result['transcripts_equal']}, routes equal: {result['routes_equal']}")
@@ -53,7 +58,8 @@ def _summary(result: dict) -> None:
     if "skipped" in patch:
         stderr.print(f"  patch: skipped ({patch['skipped']})")
     elif patch:
-        stderr.print(f"  patch: {patch['blob_bytes']} byte blob applied on the board, "
+        where = f"by {patch['applied_by']}" if "applied_by" in patch else "on the board"
+        stderr.print(f"  patch: {patch['blob_bytes']} byte blob applied {where}, "
                      f"equal to the new bundle: {patch['patched_equal']}")
     stderr.print("ok" if result.get("ok") else "FAILED")
 
