@@ -199,11 +199,14 @@ def _io(data: bytes, step: StepGraph) -> tuple[list[TensorSpec], list[TensorSpec
 
 def _weights(model: dict, step: StepGraph) -> list[QuantizedTensor]:
     """Constant integer tensors with quantization: weights (int8, per channel) and biases
-    (int32, or int64 with int16 activations), matched to the float constant they came from."""
+    (int32, or int64 with int16 activations), matched to the float constant they came from.
+    Scalar operands that come from no model constant (the cell clip's bounds, as the operands of
+    MINIMUM and MAXIMUM) are not weights and stay out."""
     constants = {name: t.numpy() for name, t in step.constants().items()}
-    return [_match(tensor, constants) for tensor in model["tensors"]
-            if tensor["offset"] is not None and tensor["scales"] is not None
-            and tensor["dtype"] in ("int8", "int16", "int32", "int64")]
+    matched = [_match(tensor, constants) for tensor in model["tensors"]
+               if tensor["offset"] is not None and tensor["scales"] is not None
+               and tensor["dtype"] in ("int8", "int16", "int32", "int64")]
+    return [m for m in matched if m.attr in constants or m.values.size > 1]
 
 
 _BOUND = {"int8": (-127, 127), "int16": (-32767, 32767), "int32": (-(2 ** 31) + 1, 2 ** 31 - 1),

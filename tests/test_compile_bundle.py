@@ -14,7 +14,8 @@ from tests.compile_fixtures import tiny_checkpoint, tiny_corpus
 
 pytestmark = pytest.mark.toolchain
 
-CELL_CLIP = 1.0     # the tiny model's cells reach past it: the clamp is in every step graph
+CELL_CLIP = 1.5     # the tiny model's cells reach past it: the clamp is in every step graph (and not
+# +-1, which TFLite would fold into a fused activation)
 
 
 @pytest.fixture(scope="module")
