@@ -220,6 +220,10 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
     out["timing"] = verify.timing(bundle, samples)
     out["timing"]["runtime"] = {"executorch": "executorch.runtime (XNNPACK)", "tflite": "ai-edge-litert",
                                 "onnx": "onnxruntime"}[backend]
+    report("verify: native timing", 0, 1)
+    out["timing"]["native"] = verify.native_timing(staging, backend)
+    if backend == "tflite":
+        out["timing"]["invoke"] = verify.litert_invoke_timing(staging)
     if backend == "tflite":
         from amc.targets import tflite
         out["runtimes"] = tflite.cross_check(staging, samples, micro)

@@ -49,8 +49,25 @@ def render_markdown(result: dict) -> str:
                       f"CER float {acc['float']['cer']}%, int8 {acc['int8']['cer']}% (delta {acc['cer_delta']}); "
                       f"fast fraction float {acc['float']['fast_fraction']}, int8 {acc['int8']['fast_fraction']}."]
         timing = verification["timing"]
-        lines += ["", f"Per-frame wall time in {timing['runtime']} on the compiling machine: fast/slow "
-                  f"{timing['fast_over_slow']}, arbitrator/slow {timing['arbitrator_over_slow']}."]
+        lines += ["", f"Per-frame wall time on the compiling machine, {timing['runtime']} called from Python "
+                  f"(median of {timing['calls']} calls, dispatch included): fast/slow {timing['fast_over_slow']}, "
+                  f"arbitrator/slow {timing['arbitrator_over_slow']}."]
+        native = timing.get("native")
+        if native and "unavailable" in native:
+            lines.append(f"Native timing not measured: {native['unavailable']}.")
+        elif native:
+            us = native["median_us"]
+            lines.append(f"Native, {native['runtime']}, the execute call timed in C++ (median of {native['calls']} "
+                         f"interleaved calls, {native['threads']}): fast/slow {native['fast_over_slow']}, "
+                         f"arbitrator/slow {native['arbitrator_over_slow']} (fast / slow / arbitrator "
+                         f"{us['fast']} / {us['slow']} / {us['arbitrator']} us).")
+        invoke = timing.get("invoke")
+        if invoke:
+            us = invoke["median_us"]
+            lines.append(f"{invoke['runtime']} alone from Python (median of {invoke['calls']} interleaved calls, "
+                         f"{invoke['threads']}): fast/slow {invoke['fast_over_slow']}, arbitrator/slow "
+                         f"{invoke['arbitrator_over_slow']} (fast / slow / arbitrator {us['fast']} / {us['slow']} / "
+                         f"{us['arbitrator']} us).")
         if "runtimes" in verification:
             lines += ["", "Runtimes: " + "; ".join(f"{k}: {v}" for k, v in verification["runtimes"].items())]
         if "amortized_macs_per_frame" in result:

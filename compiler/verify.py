@@ -1,15 +1,19 @@
 """Verification of a compiled bundle against the float model, with the real runtimes:
 per-graph SNR for one frame, SNR along a 10-second stream (drift), CER and routing of the
-streamed int8 bundle vs float on held-out audio, and per-frame wall-time ratios."""
+streamed int8 bundle vs float on held-out audio, and per-frame wall-time ratios: from Python
+through the runtime's bindings (dispatch included), and, for ExecuTorch, natively, the runtime's
+execute call timed in C++ by the host's amc-runner."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from amc.calibration.dataset import Audio
+from amc.compiler.errors import AmcError
 from amc.model.branched import BranchedEncoder
 
 STREAM_SECONDS = 10.0
@@ -96,7 +100,8 @@ def accuracy(model: BranchedEncoder, bundle, audio: Audio, mflops: float) -> dic
 
 
 def timing(bundle, samples: dict[str, list[tuple]], calls: int = TIMING_CALLS) -> dict:
-    """Median wall time per frame of each graph in its runtime, as ratios to the slow graph."""
+    """Median wall time per frame of each graph in its runtime called from Python (numpy in and
+    out, the bindings' dispatch included), as ratios to the slow graph."""
     medians = {}
     for graph, inputs in samples.items():
         arrays = inputs[0]
@@ -111,7 +116,84 @@ def timing(bundle, samples: dict[str, list[tuple]], calls: int = TIMING_CALLS) -
     slow = medians["slow"] or 1e-12
     return {"fast_over_slow": round(medians["fast"] / slow, 3),
             "arbitrator_over_slow": round(medians["arbitrator"] / slow, 3),
-            "calls": calls, "median_us": {g: round(t * 1e6, 1) for g, t in medians.items()}}
+            "calls": calls, "median_us": {g: round(t * 1e6, 1) for g, t in medians.items()},
+            "timed": "from Python: one bundle step, numpy in and out (time.perf_counter)"}
+
+
+def litert_invoke_timing(bundle_dir: Path, calls: int = 2000, warmup: int = 200) -> dict:
+    """Median and p90 wall time per frame of each graph of a TFLite bundle, ai-edge-litert's
+    Interpreter.invoke() alone (inputs set once to fixed pseudo-random values, num_threads=1),
+    graphs interleaved call by call; as ratios to the slow graph. What remains of Python here is
+    one thin binding call; no native runner exists for LiteRT (see NO_NATIVE_RUNTIME)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from amc.compiler.manifest import read_manifest
+
+    graphs = read_manifest(bundle_dir)["graphs"]
+    rng = np.random.default_rng(0)
+    invokes = {}
+    for graph in ("fast", "slow", "arbitrator"):
+        interpreter = Interpreter(model_path=str(bundle_dir / graphs[graph]["file"]), num_threads=1)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            dtype = np.dtype(detail["dtype"])
+            if dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                values = rng.integers(info.min, info.max, detail["shape"], endpoint=True)
+            else:
+                values = rng.uniform(-1.0, 1.0, detail["shape"])
+            interpreter.set_tensor(detail["index"], values.astype(dtype))
+        invokes[graph] = interpreter.invoke
+    times = {graph: [] for graph in invokes}
+    order = list(invokes)
+    for round_ in range(warmup + calls):
+        for k in range(len(order)):
+            graph = order[(round_ + k) % len(order)]
+            started = time.perf_counter()
+            invokes[graph]()
+            elapsed = time.perf_counter() - started
+            if round_ >= warmup:
+                times[graph].append(elapsed)
+    medians = {g: float(np.median(t)) * 1e6 for g, t in times.items()}
+    return {"runtime": "ai-edge-litert Interpreter.invoke()",
+            "fast_over_slow": round(medians["fast"] / (medians["slow"] or 1e-6), 3),
+            "arbitrator_over_slow": round(medians["arbitrator"] / (medians["slow"] or 1e-6), 3),
+            "calls": calls, "threads": "num_threads=1",
+            "median_us": {g: round(m, 2) for g, m in medians.items()},
+            "p90_us": {g: round(float(np.percentile(t, 90)) * 1e6, 2) for g, t in times.items()},
+            "timed": "from Python: invoke() alone, inputs set once (time.perf_counter)"}
+
+
+NATIVE_RUNTIMES = {"executorch": "amc-runner (ExecuTorch C++ Module, XNNPACK)"}
+NO_NATIVE_RUNTIME = {
+    "tflite": "amc-runner has no LiteRT runtime built in: the ai-edge-litert wheel ships libLiteRt.so "
+              "without the C headers to compile against",
+    "onnx": "amc-runner runs ExecuTorch bundles only",
+}
+
+
+def native_timing(bundle_dir: Path, backend: str) -> dict:
+    """Median and p90 wall time per frame of each graph, the runtime's own execute call timed in
+    C++ by amc-runner built for this host, graphs interleaved call by call, on the calling thread
+    only; as ratios to the slow graph. {"unavailable": why} where the backend has no native runner
+    here or the runner cannot be built (no cmake or C++ compiler): the Python timing then stands alone."""
+    if backend not in NATIVE_RUNTIMES:
+        return {"unavailable": NO_NATIVE_RUNTIME.get(backend, f"no native runner for backend '{backend}'")}
+    from amc.targets.device_runner import bench_bundle
+
+    try:
+        bench = bench_bundle(bundle_dir)
+    except (AmcError, OSError, ValueError) as error:      # the bundle is fine; only this timing is missing
+        return {"unavailable": str(error)}
+    graphs = bench["graphs"]
+    slow = graphs["slow"]["median_us"] or 1e-6
+    return {"runtime": NATIVE_RUNTIMES[backend],
+            "fast_over_slow": round(graphs["fast"]["median_us"] / slow, 3),
+            "arbitrator_over_slow": round(graphs["arbitrator"]["median_us"] / slow, 3),
+            "calls": bench["frames"], "threads": bench["threads"],
+            "median_us": {g: round(v["median_us"], 2) for g, v in graphs.items()},
+            "p90_us": {g: round(v["p90_us"], 2) for g, v in graphs.items()},
+            "timed": "in C++: the runtime's execute call alone (std::chrono::steady_clock)"}
 
 
 def verification_samples(model: BranchedEncoder, audio: Audio, calibration_inputs: dict, mflops: float) -> dict:

@@ -5,6 +5,8 @@ same packages (and versions) the host compiles and verifies with:
   quantized kernels, the thread pool) and `executorch/include/` (enough to compile against);
 * `ai-edge-litert`: `ai_edge_litert/libLiteRt.so`.
 
+The host preset (x86-64, this machine) takes the same files from the installed packages instead.
+
 The wheels are downloaded once with pip into `build/cache/wheels/` (or `$AMC_DEVICE_CACHE/wheels`)
 and unpacked beside them; later runs and `make test` reuse them. `make device-libs` does the same
 from the Makefile."""
@@ -12,6 +14,7 @@ from the Makefile."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -47,7 +50,7 @@ def pinned_version(package: str) -> str:
 class DeviceLibs:
     package: str
     version: str
-    wheel: Path
+    wheel: Path | None  # None for the host: the installed package itself
     root: Path          # the unpacked package folder (e.g. .../executorch)
 
     @property
@@ -107,6 +110,22 @@ def device_libs(package: str, triple: str = "aarch64-linux-gnu", download: bool 
         _unpack(wheel, unpacked, PACKAGES[package])
         stamp.write_text(digest + "\n")
     return DeviceLibs(package, version, wheel, root)
+
+
+def installed_libs(package: str) -> DeviceLibs:
+    """The runtime files of `package` as installed on the host (the host preset runs them natively)."""
+    if package not in PACKAGES:
+        raise InputError(f"unknown device runtime package '{package}'")
+    version = pinned_version(package)
+    top = PACKAGES[package][0].split("/")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolMissingError(f"{package} is installed but its package folder '{top}' is not importable")
+    root = Path(spec.submodule_search_locations[0])
+    missing = [prefix for prefix in PACKAGES[package] if not (root.parent / prefix).exists()]
+    if missing:
+        raise ToolMissingError(f"the installed {package}=={version} has no {', '.join(missing)}")
+    return DeviceLibs(package, version, None, root)
 
 
 def _sha256(path: Path) -> str:

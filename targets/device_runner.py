@@ -1,9 +1,13 @@
 """amc-runner, the streaming runner of bundles on Linux boards (sources in targets/runner/):
-cross-compiling it for a preset against the device runtime libraries, and the two little-endian
-files it reads and writes (AMCF: utterances of feature frames; AMCR: records of graph tensors)."""
+cross-compiling it for a preset against the device runtime libraries (or, for the host preset,
+building it natively against the installed executorch package), the two little-endian files it
+reads and writes (AMCF: utterances of feature frames; AMCR: records of graph tensors), and its
+native timing of a bundle's graphs on this machine (`amc-runner bench`)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import struct
 import subprocess
@@ -13,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from amc.compiler.errors import AmcError, InputError
-from amc.targets.device_libs import DeviceLibs, device_libs
+from amc.targets.device_libs import DeviceLibs, device_libs, installed_libs
 from amc.targets.presets import Target, get_target
-from amc.targets.qemu import cross_toolchain
+from amc.targets.qemu import cross_toolchain, need_tool
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = Path(__file__).resolve().parent / "runner"
@@ -41,16 +45,22 @@ def _quiet(description: str, done: int, total: int) -> None:
 
 
 def build_runner(target_name: str, report=_quiet) -> RunnerBuild:
-    """cmake configure (once) and build of targets/runner for a Linux preset into build/runner/<target>."""
+    """cmake configure (once) and build of targets/runner for a Linux preset into build/runner/<target>:
+    cross-compiled against the board's wheel, or for `host` natively against the installed package."""
     target = get_target(target_name)
-    tools = cross_toolchain(target)
     report(f"runtime libraries for {target.name}", 0, 1)
-    executorch = device_libs("executorch", target.triple)
+    if target.triple:
+        tools = cross_toolchain(target)
+        cmake, compiler = tools.cmake, [f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN_FILES[target.triple]}"]
+        executorch = device_libs("executorch", target.triple)
+    else:
+        cmake = need_tool("cmake", "cmake")
+        compiler = [f"-DCMAKE_CXX_COMPILER={need_tool('c++', 'g++')}"]
+        executorch = installed_libs("executorch")
     report(f"runtime libraries for {target.name}", 1, 1)
     out = BUILD_ROOT / target.name
     report(f"build amc-runner for {target.name}", 0, 1)
-    configure = [tools.cmake, "-S", str(SOURCES), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN_FILES[target.triple]}",
+    configure = [cmake, "-S", str(SOURCES), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", *compiler,
                  f"-DEXECUTORCH_ROOT={executorch.root}", f"-DAMC_RUNNER_TARGET={target.name}",
                  f"-DAMC_RUNNER_CFLAGS={' '.join(f for f in target.cflags if not f.startswith('-O'))}"]
     stamp = out / "amc-configure.txt"
@@ -58,7 +68,7 @@ def build_runner(target_name: str, report=_quiet) -> RunnerBuild:
         shutil.rmtree(out, ignore_errors=True)      # a changed toolchain or library needs a fresh tree
         _run(configure, f"cmake configure of amc-runner for {target.name}")
         stamp.write_text("\n".join(configure))
-    _run([tools.cmake, "--build", str(out), "-j2"], f"amc-runner build for {target.name}")
+    _run([cmake, "--build", str(out), "-j2"], f"amc-runner build for {target.name}")
     report(f"build amc-runner for {target.name}", 1, 1)
     return RunnerBuild(target.name, out / "amc-runner", executorch)
 
@@ -155,3 +165,42 @@ def parse_stream(output: str) -> list[dict]:
         else:
             entry["text"] = value
     return [utterances[i] for i in sorted(utterances)]
+
+
+# ---- native timing on this machine ---------------------------------------------------------------
+
+BENCH_FRAMES = 2000
+BENCH_WARMUP = 200
+
+
+def bench_bundle(bundle: Path, frames: int = BENCH_FRAMES, warmup: int = BENCH_WARMUP,
+                 single_thread: bool = True, report=_quiet) -> dict:
+    """`amc-runner bench` of an ExecuTorch bundle with the host runner (built on first use): the
+    runtime's own execute call timed in C++, per graph median / p90 / min microseconds. Whatever
+    the bundle's target, it measures this machine. Raises ToolMissingError without cmake or a
+    C++ compiler, AmcError when the build or the run fails."""
+    runner = build_runner("host", report)
+    args = [str(runner.program), "bench", str(bundle), "--frames", str(frames), "--warmup", str(warmup)]
+    if single_thread:
+        args.append("--single-thread")
+    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
+        [str(p) for p in runner.library_path] + [p for p in [os.environ.get("LD_LIBRARY_PATH")] if p]))
+    report("amc-runner bench", 0, 1)
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise AmcError("amc-runner bench took more than 600 s") from None
+    report("amc-runner bench", 1, 1)
+    if result.returncode:
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        raise AmcError(f"amc-runner bench failed (exit status {result.returncode}): "
+                       f"{errors[-1] if errors else result.stderr.strip()[-200:]}")
+    return parse_bench(result.stdout)
+
+
+def parse_bench(output: str) -> dict:
+    """The JSON line of `amc-runner bench` (the runtime may log other lines before it)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AmcError("amc-runner bench printed no JSON result")

@@ -3,6 +3,7 @@
 // registrations run when the shared libraries load).
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/extension/threadpool/threadpool_guard.h>
 
 #include "runner.hpp"
 
@@ -42,20 +43,11 @@ class ExecutorchGraph : public StepGraph {
   }
 
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) override {
-    std::vector<executorch::extension::TensorPtr> holders;
-    std::vector<EValue> values;
-    for (const Tensor& t : inputs) {
-      std::vector<executorch::aten::SizesType> sizes(t.shape.begin(), t.shape.end());
-      holders.push_back(executorch::extension::from_blob(const_cast<uint8_t*>(t.bytes.data()), sizes,
-                                                         scalar_type(t.dtype)));
-      values.emplace_back(*holders.back());
-    }
-    auto result = module_.forward(values);
-    if (!result.ok())
-      throw RunnerError(path_ + ": forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
+    bind(inputs);
+    std::vector<EValue> result = call();
     std::vector<Tensor> out;
-    for (size_t i = 0; i < result->size() && i < outputs_; ++i) {
-      const auto& tensor = (*result)[i].toTensor();
+    for (size_t i = 0; i < result.size() && i < outputs_; ++i) {
+      const auto& tensor = result[i].toTensor();
       Tensor t;
       t.dtype = dtype_of(tensor.scalar_type());
       for (ssize_t d = 0; d < tensor.dim(); ++d) t.shape.push_back(tensor.size(d));
@@ -66,13 +58,41 @@ class ExecutorchGraph : public StepGraph {
     return out;
   }
 
+  void bind(const std::vector<Tensor>& inputs) override {
+    bound_.clear();
+    std::vector<EValue> values;
+    for (const Tensor& t : inputs) {
+      std::vector<executorch::aten::SizesType> sizes(t.shape.begin(), t.shape.end());
+      bound_.push_back(executorch::extension::from_blob(const_cast<uint8_t*>(t.bytes.data()), sizes,
+                                                        scalar_type(t.dtype)));
+      values.emplace_back(*bound_.back());
+    }
+    Error error = module_.set_inputs(values);
+    if (error != Error::Ok)
+      throw RunnerError(path_ + ": inputs refused (error " + std::to_string(static_cast<int>(error)) + ")");
+  }
+
+  void execute() override { call(); }
+
  private:
+  // Module::execute hands the bound inputs to the method, runs it and returns its outputs.
+  std::vector<EValue> call() {
+    auto result = module_.execute(kMethod);
+    if (!result.ok())
+      throw RunnerError(path_ + ": forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
+    return std::move(*result);
+  }
+
+  const std::string kMethod = "forward";
   std::string path_;
   Module module_;
   size_t outputs_;
+  std::vector<executorch::extension::TensorPtr> bound_;
 };
 
 }  // namespace
+
+void run_on_calling_thread_only() { executorch::extension::threadpool::NoThreadPoolGuard::set_enabled(true); }
 
 std::unique_ptr<StepGraph> open_executorch(const std::string& path, const std::vector<TensorSpec>& inputs,
                                            const std::vector<TensorSpec>& outputs) {

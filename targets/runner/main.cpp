@@ -8,13 +8,22 @@
 //       Runs graph NAME (fast, slow, arbitrator) on every record of INPUTS (AMCR, tensors in the
 //       graph's own I/O dtypes) and writes its outputs as AMCR.
 //   amc-runner info BUNDLE
+//   amc-runner bench BUNDLE [--frames N] [--warmup W] [--single-thread]
+//       Times the runtime's execute call of each graph, N calls a graph after W untimed rounds, on
+//       fixed pseudo-random inputs in the graph's I/O dtypes; the graphs take turns call by call
+//       (the first of each round rotates) so machine noise hits them alike. Prints one JSON object:
+//       per graph the median, 90th percentile and minimum microseconds a call. Any bundle target is
+//       accepted: it measures the machine the runner runs on.
 //
 // AMCF: "AMCF", u32 version 1, u32 frame_dim, u32 utterances; per utterance u32 frames, then
 // frames * frame_dim float32. AMCR: "AMCR", u32 version 1, u32 records, u32 tensors per record;
 // per tensor u8 dtype (0 float32, 1 int8, 2 int16), 3 zero bytes, u32 element count, the elements.
 // All little-endian. Exit status: 0 ok, 1 runtime failure, 2 bad input.
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <iostream>
+#include <random>
 #include <string>
 
 #include "runner.hpp"
@@ -201,6 +210,81 @@ int info(int argc, char** argv) {
   return 0;
 }
 
+// Fixed pseudo-random values of the spec's dtype: floats in [-1, 1), integers over their whole range.
+Tensor bench_input(const TensorSpec& spec, std::mt19937& random) {
+  Tensor t;
+  t.dtype = spec.dtype;
+  t.shape = spec.shape;
+  t.bytes.resize(spec.count() * dtype_size(spec.dtype));
+  std::uniform_real_distribution<float> real(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> integer(spec.dtype == DType::Int8 ? -128 : -32768,
+                                             spec.dtype == DType::Int8 ? 127 : 32767);
+  for (size_t i = 0; i < spec.count(); ++i) {
+    if (spec.dtype == DType::Float32) t.f32()[i] = real(random);
+    else if (spec.dtype == DType::Int8) t.bytes[i] = static_cast<uint8_t>(static_cast<int8_t>(integer(random)));
+    else reinterpret_cast<int16_t*>(t.bytes.data())[i] = static_cast<int16_t>(integer(random));
+  }
+  return t;
+}
+
+// The q-th quantile (0..1) of sorted values, nearest rank.
+double quantile(const std::vector<double>& sorted, double q) {
+  size_t rank = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(rank, sorted.size() - 1)];
+}
+
+int bench(int argc, char** argv) {
+  if (argc < 3) throw BadInput("usage: amc-runner bench BUNDLE [--frames N] [--warmup W] [--single-thread]");
+  long frames = 2000, warmup = 200;
+  bool single_thread = false;
+  for (int i = 3; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--single-thread") {
+      single_thread = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw BadInput(flag + ": missing value");
+    std::string value = argv[++i];
+    if (flag == "--frames") frames = std::stol(value);
+    else if (flag == "--warmup") warmup = std::stol(value);
+    else throw BadInput("unknown option " + flag);
+  }
+  if (frames < 1 || frames > static_cast<long>(kMaxCount) || warmup < 0 || warmup > static_cast<long>(kMaxCount))
+    throw BadInput("--frames must be 1 or more and --warmup 0 or more (at most 2^26 each)");
+  if (single_thread) run_on_calling_thread_only();  // before the graphs open: a delegate takes its pool then
+  Bundle bundle(argv[2]);
+  const char* names[] = {"fast", "slow", "arbitrator"};
+  GraphInfo* graphs[] = {&bundle.fast, &bundle.slow, &bundle.arbitrator};
+  std::mt19937 random(20210830);
+  std::vector<Tensor> inputs[3];
+  for (int g = 0; g < 3; ++g) {
+    for (const TensorSpec& spec : graphs[g]->inputs) inputs[g].push_back(bench_input(spec, random));
+    graphs[g]->runtime->bind(inputs[g]);
+  }
+  std::vector<double> micros[3];
+  for (int g = 0; g < 3; ++g) micros[g].reserve(static_cast<size_t>(frames));
+  for (long round = 0; round < warmup + frames; ++round) {
+    for (int k = 0; k < 3; ++k) {
+      int g = static_cast<int>((round + k) % 3);
+      auto started = std::chrono::steady_clock::now();
+      graphs[g]->runtime->execute();
+      auto finished = std::chrono::steady_clock::now();
+      if (round >= warmup) micros[g].push_back(std::chrono::duration<double, std::micro>(finished - started).count());
+    }
+  }
+  std::printf("{\"runner_target\": \"%s\", \"bundle_target\": \"%s\", \"backend\": \"%s\", \"frames\": %ld, "
+              "\"warmup\": %ld, \"threads\": \"%s\", \"graphs\": {",
+              AMC_RUNNER_TARGET, bundle.target.c_str(), bundle.backend.c_str(), frames, warmup,
+              single_thread ? "calling thread only" : "runtime default");
+  for (int g = 0; g < 3; ++g) {
+    std::sort(micros[g].begin(), micros[g].end());
+    std::printf("%s\"%s\": {\"median_us\": %.3f, \"p90_us\": %.3f, \"min_us\": %.3f, \"macs\": %.0f}", g ? ", " : "",
+                names[g], quantile(micros[g], 0.5), quantile(micros[g], 0.9), micros[g].front(), graphs[g]->macs);
+  }
+  std::printf("}}\n");
+  return 0;
+}
+
 }  // namespace
 }  // namespace amc
 
@@ -210,7 +294,8 @@ int main(int argc, char** argv) {
     if (command == "stream") return amc::stream(argc, argv);
     if (command == "graph") return amc::graph(argc, argv);
     if (command == "info") return amc::info(argc, argv);
-    std::fprintf(stderr, "usage: amc-runner stream|graph|info BUNDLE ...\n");
+    if (command == "bench") return amc::bench(argc, argv);
+    std::fprintf(stderr, "usage: amc-runner stream|graph|info|bench BUNDLE ...\n");
     return 2;
   } catch (const amc::BadInput& error) {
     std::fprintf(stderr, "amc-runner: error: %s\n", error.what());

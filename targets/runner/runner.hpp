@@ -54,7 +54,14 @@ class StepGraph {
  public:
   virtual ~StepGraph() = default;
   virtual std::vector<Tensor> run(const std::vector<Tensor>& inputs) = 0;
+  // The runtime's own call, for timing: `bind` hands the graph inputs that must outlive the calls
+  // to `execute`, which runs the graph on them and leaves its outputs inside the runtime.
+  virtual void bind(const std::vector<Tensor>& inputs) = 0;
+  virtual void execute() = 0;
 };
+
+// From here on, graphs opened and run by the calling thread use that thread only (no thread pool).
+void run_on_calling_thread_only();
 
 std::unique_ptr<StepGraph> open_executorch(const std::string& path, const std::vector<TensorSpec>& inputs,
                                            const std::vector<TensorSpec>& outputs);
