@@ -90,7 +90,8 @@ def bench_diff(
     from amc.compiler.bench_diff import bench_diff as run
 
     with progress_bar(not json_out) as report:
-        result = run(updates, base=base, work=work, retrain=retrain, report=report)
+        result = run(updates, base=base, work=work, retrain=retrain, report=report,
+                     log=lambda entry: stderr.print(entry))     # each row as it is measured
     if json_out:
         print_json(result)
         return
