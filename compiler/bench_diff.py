@@ -203,6 +203,7 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                                             learning_rate=scenario["learning_rate"][method], seed=scenario["seed"],
                                             routes=tuple(scenario["routes"]), file_names=file_names)
                     diff = train_diff(reference, grids, train_data, settings)
+                    diff_path.parent.mkdir(parents=True, exist_ok=True)
                     diff.save(diff_path)
                 diff = load_diff(diff_path)
                 result = make_diff(previous, diff_path, step_dir / f"{chain}.amcp", budget=budget_bytes)
