@@ -223,8 +223,9 @@ def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> di
     """Every operator of a graph in TFLite Micro and in ai-edge-litert on the same inputs (float
     records, quantized as the graph's inputs), with all intermediate tensors kept. Where an
     operator's non-constant inputs are equal in both interpreters its outputs are compared: the
-    count and the largest difference, in steps of the output's quantization, by operator type,
-    against LiteRT's reference kernels (`BUILTIN_REF`, the code TFLite Micro's kernels come
+    count and the largest difference, in steps of the output's quantization (a float tensor
+    between DEQUANTIZE and QUANTIZE in steps of the quantized tensor it came from), by operator
+    type, against LiteRT's reference kernels (`BUILTIN_REF`, the code TFLite Micro's kernels come
     from) and its optimized ones. The graph outputs differ by these, carried through the graph
     (docs/benchmarks.md, "TFLite Micro vs ai-edge-litert")."""
     import warnings
@@ -237,6 +238,7 @@ def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> di
     data = path.read_bytes()
     model = read_flatbuffer(data)
     tensors = model["tensors"]
+    steps = _float_steps(model)
     names = [f"{SIGNATURE}_args_{i}" for i in range(len(graph["inputs"]))]
     lite_inputs = [next(t["index"] for t in tensors if t["name"] == name) for name in names]
     micro_inputs = [model["inputs"].index(name) for name in names]
@@ -250,7 +252,7 @@ def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> di
             lite[kernels] = Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=resolver,
                                         experimental_preserve_all_tensors=True)
             lite[kernels].allocate_tensors()
-    found = {kernels: {"op_runs": 0, "op_runs_compared": 0, "max_step_diff": 0, "ops": {}} for kernels in lite}
+    found = {kernels: {"op_runs": 0, "op_runs_compared": 0, "max_step_diff": 0.0, "ops": {}} for kernels in lite}
     for record in records:
         quantized = quantizer.quantize_inputs(record)
         for array, index in zip(quantized, micro_inputs):
@@ -260,7 +262,7 @@ def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> di
 
         def in_micro(index: int) -> np.ndarray:
             if index not in micro_tensor:
-                micro_tensor[index] = np.asarray(micro.GetTensor(index, 0)["tensor_data"]).reshape(-1).astype(np.int64)
+                micro_tensor[index] = np.asarray(micro.GetTensor(index, 0)["tensor_data"]).reshape(-1)
             return micro_tensor[index]
 
         for kernels, interpreter in lite.items():
@@ -275,11 +277,36 @@ def kernel_differences(path, graph: dict, records: list[list[np.ndarray]]) -> di
                            for i in operator["inputs"]):
                     continue
                 summary["op_runs_compared"] += 1
-                worst = max(int(np.abs(in_micro(o) - interpreter.get_tensor(o).reshape(-1)).max(initial=0))
+                worst = max(_step_diff(in_micro(o), interpreter.get_tensor(o).reshape(-1), steps.get(o, 1.0))
                             for o in operator["outputs"])
                 if worst:
-                    op = summary["ops"].setdefault(operator["op"], {"runs_differing": 0, "max_step_diff": 0})
+                    op = summary["ops"].setdefault(operator["op"], {"runs_differing": 0, "max_step_diff": 0.0})
                     op["runs_differing"] += 1
                     op["max_step_diff"] = max(op["max_step_diff"], worst)
                     summary["max_step_diff"] = max(summary["max_step_diff"], worst)
     return found
+
+
+def _float_steps(model: dict) -> dict[int, float]:
+    """The step of each float tensor between a DEQUANTIZE and a QUANTIZE (the cell clip's
+    MINIMUM runs in float): the scale of the first quantized or already stepped input of the
+    operator that writes it."""
+    tensors, steps = model["tensors"], {}
+    for operator in model["operators"]:
+        for output in operator["outputs"]:
+            if tensors[output]["dtype"] not in ("float32", "float16"):
+                continue
+            for index in operator["inputs"]:
+                scales = tensors[index]["scales"]
+                if index in steps or (scales is not None and scales.size and tensors[index]["data"] is None):
+                    steps[output] = steps[index] if index in steps else float(scales.reshape(-1)[0])
+                    break
+    return steps
+
+
+def _step_diff(a: np.ndarray, b: np.ndarray, step: float) -> float:
+    """Largest |a - b|: in integer steps for integer tensors, divided by `step` for float ones."""
+    if not a.size:
+        return 0.0
+    difference = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    return round(difference / step, 4) if np.issubdtype(a.dtype, np.floating) else difference
