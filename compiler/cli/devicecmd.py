@@ -45,6 +45,10 @@ def test(
 
 def _summary(result: dict) -> None:
     stderr.print(f"{result['target']}: {result.get('emulator', result.get('interpreters', ''))}")
+    if "arena" in result:
+        short = [g for g, a in result["arena"]["graphs"].items() if not a["fits"]]
+        stderr.print(f"  arenas: every graph runs in the shared {result['arena']['shared_bytes']} bytes; "
+                     + (f"too small on its own: {', '.join(short)}" if short else "each in its own too"))
     stderr.print(f"  graphs: {result['outputs_compared']} output values compared, "
                  f"largest difference {result['max_int8_step_diff']} int8 steps")
     if "max_kernel_step_diff" in result:
