@@ -296,7 +296,7 @@ def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
     return ((np.asarray(array, np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def _lsb(a: np.ndarray, b: np.ndarray) -> int:
+def lsb_distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
 
 
@@ -325,8 +325,8 @@ def cross_check(bundle_dir: Path, samples: dict[str, list[tuple]], micro: bool) 
                 a, b = reference.raw(*q), micro_runner.raw(*q)
                 compared += 1
                 mismatches += sum(int(not np.array_equal(x, y)) for x, y in zip(a, b))
-                reference_lsb = max([reference_lsb] + [_lsb(x, y) for x, y in zip(a, b)])
-                optimized_lsb = max([optimized_lsb] + [_lsb(x, y) for x, y in zip(b, optimized.raw(*q))])
+                reference_lsb = max([reference_lsb] + [lsb_distance(x, y) for x, y in zip(a, b)])
+                optimized_lsb = max([optimized_lsb] + [lsb_distance(x, y) for x, y in zip(b, optimized.raw(*q))])
         result["tflite-micro vs ai-edge-litert (reference kernels)"] = (
             f"identical on {compared} frames" if mismatches == 0
             else f"{mismatches} differing outputs over {compared} frames")

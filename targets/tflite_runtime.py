@@ -41,7 +41,7 @@ def interpreter_python() -> Path | None:
 
 
 def check_with_tflite_runtime(bundle_dir: Path, manifest: dict, samples: dict[str, list[tuple]]) -> str:
-    from amc.targets.tflite import TfliteRunner
+    from amc.targets.tflite import TfliteRunner, lsb_distance
 
     python = interpreter_python()
     if python is None:
@@ -63,9 +63,11 @@ def check_with_tflite_runtime(bundle_dir: Path, manifest: dict, samples: dict[st
         if done.returncode != 0:
             return f"failed to run ({done.stderr.strip().splitlines()[-1][:160] if done.stderr.strip() else done.returncode})"
         got = json.loads(out_path.read_text())
-    differing = sum(int(not np.array_equal(np.array(b), a))
-                    for graph in expected for frame_a, frame_b in zip(expected[graph], got[graph])
-                    for a, b in zip(frame_a, frame_b))
+    pairs = [(a, np.array(b, dtype=a.dtype)) for graph in expected
+             for frame_a, frame_b in zip(expected[graph], got[graph]) for a, b in zip(frame_a, frame_b)]
+    differing = sum(int(not np.array_equal(a, b)) for a, b in pairs)
     frames = sum(len(v) for v in expected.values())
-    return (f"runs the bundle; outputs identical to ai-edge-litert on {frames} frames" if differing == 0
-            else f"runs the bundle; {differing} outputs differ from ai-edge-litert over {frames} frames")
+    if differing == 0:
+        return f"runs the bundle; outputs identical to ai-edge-litert on {frames} frames"
+    return (f"runs the bundle; {differing} outputs differ from ai-edge-litert over {frames} frames, "
+            f"by at most {max(lsb_distance(a, b) for a, b in pairs)} LSB")
