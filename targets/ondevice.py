@@ -409,17 +409,19 @@ def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, 
 def compare_streams(host_traces: list[dict], device: list[dict], device_label: str = "board") -> dict:
     if len(device) != len(host_traces):
         raise AmcError(f"the {device_label} streamed {len(device)} utterances, the host {len(host_traces)}")
-    transcripts, routes_equal, latency, frames = [], True, 0.0, 0
+    transcripts, routes_equal, latency, frames, rerouted = [], True, 0.0, 0, 0
     for trace, streamed in zip(host_traces, device):
         host_routes = "".join("F" if f else "S" for f in trace["fast"])
-        routes_equal &= streamed.get("routes", "") == host_routes
+        device_routes = streamed.get("routes", "")
+        routes_equal &= device_routes == host_routes
+        rerouted += sum(a != b for a, b in zip(host_routes, device_routes)) + abs(len(host_routes) - len(device_routes))
         latency = max(latency, abs(float(streamed.get("latency_ms", -1.0)) - float(trace["backlog_ms"][-1]
                                                                                    if len(trace["backlog_ms"]) else 0.0)))
         frames += len(host_routes)
         transcripts.append({"host": trace["hypothesis"], device_label: streamed.get("text", ""),
                             "fast_frames": int(np.sum(trace["fast"])), "frames": len(host_routes)})
     return {"transcripts_equal": all(t["host"] == t[device_label] for t in transcripts),
-            "routes_equal": bool(routes_equal),
+            "routes_equal": bool(routes_equal), "route_frames_differing": rerouted,
             "max_latency_diff_ms": round(latency, 6), "frames": frames, "transcripts": transcripts}
 
 
@@ -508,6 +510,7 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
         "graphs": graphs["graphs"],
         "utterances": count, "frames": streaming["frames"], "mflops": mflops,
         "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
+        "route_frames_differing": streaming["route_frames_differing"],
         "max_latency_diff_ms": streaming["max_latency_diff_ms"],
         "cer": {"ai-edge-litert": host["cer"], "tflite-micro": micro["cer"], "between_transcripts": round(between, 3)},
         "fast_fraction": {"ai-edge-litert": host["fast_fraction"], "tflite-micro": micro["fast_fraction"]},

@@ -72,6 +72,7 @@ def test_graphs_streams_and_patch_in_tflite_micro(mcu_bundle):
     assert result["frames"] == sum(t["frames"] for t in result["transcripts"]) > 0
     assert set(result["cer"]) == {"ai-edge-litert", "tflite-micro", "between_transcripts"}
     assert (result["cer"]["between_transcripts"] == 0.0) == result["transcripts_equal"]
+    assert (result["route_frames_differing"] == 0) == result["routes_equal"]
     patch = result["patch"]
     assert "skipped" not in patch, patch                 # the host amc-patch builds here
     assert patch["files_equal"] and patch["outputs_changed"] and result["patched_equal"] is True
