@@ -83,7 +83,9 @@ class LSTMStack(nn.Module):
         for index, projection in enumerate(self.projections):
             part = slice(index * self.hidden, (index + 1) * self.hidden)
             gates = projection(torch.cat([layer_input, h[:, part]], dim=-1))
-            i, f, g, o = gates.chunk(4, dim=-1)
+            # four slices, not chunk(): XNNPACK takes a slice into its delegate but not a split,
+            # so the whole step stays one delegate call
+            i, f, g, o = (gates[:, k * self.hidden:(k + 1) * self.hidden] for k in range(4))
             c_next = torch.sigmoid(f) * c[:, part] + torch.sigmoid(i) * torch.tanh(g)
             if self.cell_clip is not None:
                 c_next = torch.clamp(c_next, -self.cell_clip, self.cell_clip)
