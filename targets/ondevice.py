@@ -111,6 +111,18 @@ class Recording:
     outputs: dict[str, list[list[np.ndarray]]]
 
 
+def _utterances(data: Path | str | None, config, most: int, report=_quiet):
+    """The audio folder's features (default: the calibration corpus's test split) and the first
+    `most` utterances of it, as arrays."""
+    from amc.model.dataset import load_features
+
+    data_dir = Path(data) if data is not None else default_data(report)
+    features = load_features(data_dir, config.features, report)
+    if not len(features):
+        raise InputError(f"{data_dir}: no utterances")
+    return features, [features.features[i].numpy() for i in range(min(most, len(features)))]
+
+
 def record_graph_inputs(bundle, utterances: list[np.ndarray], per_graph: int, mflops: float) -> Recording:
     """Stream on the host as the device does (arbitrator with the live backlog, the chosen
     branch's state carried on) and record each graph's inputs; both branches run on every frame
@@ -351,13 +363,8 @@ def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, 
     # 3. the device runtime
     board = Board(target, report)
     # 4. graphs on recorded inputs
-    from amc.model.dataset import load_features
-    data_dir = Path(data) if data is not None else default_data(report)
-    features = load_features(data_dir, config.features, report)
-    if not len(features):
-        raise InputError(f"{data_dir}: no utterances")
-    count = min(settings.utterances, len(features))
-    utterances = [features.features[i].numpy() for i in range(count)]
+    features, utterances = _utterances(data, config, settings.utterances, report)
+    count = len(utterances)
     report("record host inputs", 0, 1)
     recording = record_graph_inputs(host_bundle, utterances, settings.records_per_graph, mflops)
     report("record host inputs", 1, 1)
@@ -437,7 +444,6 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
     """Steps 1-5 for a microcontroller preset (see the module docstring); returns the figures."""
     from amc.compiler.bundle import load_bundle
     from amc.compiler.manifest import read_manifest
-    from amc.model.dataset import load_features
     from amc.model.decoding import error_rates
     from amc.model.evaluate import evaluate_bundle
     from amc.targets import tflite, tflite_micro
@@ -457,12 +463,8 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
     micro_bundle = load_bundle(bundle, runtime="tflite-micro")     # each graph in the firmware's arena
     config = host_bundle.config
     mflops = settings.mflops or config.nominal_mflops
-    data_dir = Path(data) if data is not None else default_data(report)
-    features = load_features(data_dir, config.features, report)
-    if not len(features):
-        raise InputError(f"{data_dir}: no utterances")
-    count = min(settings.utterances, len(features))
-    utterances = [features.features[i].numpy() for i in range(count)]
+    features, utterances = _utterances(data, config, settings.utterances, report)
+    count = len(utterances)
     # 3. graphs on recorded inputs: TFLite Micro against LiteRT, then kernel by kernel
     report("record LiteRT inputs", 0, 1)
     recording = record_graph_inputs(host_bundle, utterances, settings.records_per_graph, mflops)
