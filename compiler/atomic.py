@@ -9,9 +9,18 @@ from pathlib import Path
 
 
 def staging_directory(output: Path) -> Path:
-    """A fresh temporary directory on the same file system as `output` (so rename is atomic)."""
+    """A fresh temporary directory on the same file system as `output` (so rename is atomic),
+    with the permissions a plain mkdir would give (a temporary directory is private)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging.chmod(0o777 & ~current_umask())
+    return staging
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def replace_directory(staging: Path, output: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from amc.compiler.atomic import replace_directory, staging_directory
+from amc.compiler.atomic import current_umask, replace_directory, staging_directory
 from amc.compiler.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.config import ModelConfig, load_config
@@ -58,6 +58,7 @@ def save_checkpoint(model: BranchedEncoder, path: Path | str, extra: dict | None
         (staging / "config.json").write_text(json.dumps(body, indent=2) + "\n")
         tensors = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
         save_file(tensors, str(staging / "model.safetensors"))
+        (staging / "model.safetensors").chmod(0o666 & ~current_umask())     # safetensors creates it private
         replace_directory(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

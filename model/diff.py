@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amc.compiler.atomic import current_umask
 from amc.compiler.errors import InputError
 from amc.compiler.patch_blob import HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, hash_buckets
 from amc.model.branched import BranchedEncoder, DenseProjection, FactorizedProjection, SparseProjection
@@ -211,6 +212,7 @@ class NeuralDiff:
                     "regions": json.dumps(regions), "info": json.dumps(self.info)}
         staging = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(staging), metadata=metadata)
+        staging.chmod(0o666 & ~current_umask())       # safetensors creates it private
         staging.replace(path)
         return path
 

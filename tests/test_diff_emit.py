@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from amc.compiler import patch_blob as pb
+from amc.compiler.atomic import current_umask
 from amc.compiler.diff import grids_from_bundle, make_diff, parse_budget, read_base
 from amc.compiler.errors import BudgetError, InputError
 from amc.model.branched import BranchedEncoder
@@ -172,5 +173,6 @@ def test_trained_sparse_diff_fits_its_budget(base, tmp_path, tiny_model):
     assert diff.info["record_bytes"] <= budget - blob_overhead(list(names))
     diff.save(tmp_path / "t.amcd")
     assert load_diff(tmp_path / "t.amcd").changed_elements() == diff.changed_elements() > 0
+    assert (tmp_path / "t.amcd").stat().st_mode & 0o777 == 0o666 & ~current_umask()
     result = make_diff(base, tmp_path / "t.amcd", tmp_path / "t.amcp", budget=budget)
     assert result.blob_bytes <= budget

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from amc.compiler.atomic import current_umask
 from amc.compiler.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import load_checkpoint, save_checkpoint
@@ -99,6 +100,9 @@ def test_checkpoint_round_trip(tmp_path, tiny_model):
     assert loaded.config == tiny_model.config
     for name, tensor in tiny_model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name])
+    umask = current_umask()     # written atomically, yet with the permissions of a plain write
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "ckpt" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def _edit_config(path, **changes):
