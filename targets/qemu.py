@@ -63,22 +63,27 @@ outputs equal the host's. qemu-arm has no AArch32 Cortex-A53: the A15 is the sam
 NEON-VFPv4 instruction set the rpi3 preset compiles for."""
 
 
-def qemu_user(target: Target) -> list[str]:
-    """The command prefix that runs one of the preset's Linux programs here."""
+def qemu_user(target: Target, sysroot: Path | None = None) -> list[str]:
+    """The command prefix that runs one of the preset's Linux programs here (with `sysroot`
+    instead of Debian's cross sysroot: qemu looks every absolute path up in it first)."""
     require_linux(target, "running device programs under qemu-user")
     binary = target.qemu[0]
     path = need_tool(binary, QEMU_PACKAGES.get(binary, "qemu-user"))
-    sysroot = Path("/usr") / target.triple
+    sysroot = sysroot or Path("/usr") / target.triple
     cpu = ["-cpu", QEMU_CPUS[target.cpu]] if target.cpu in QEMU_CPUS else []
     return [path, *cpu, "-L", str(sysroot)]
 
 
 def run_on_board(target: Target, program: Path | str, args: list[str], library_path: list[Path] = (),
-                 cwd: Path | None = None, timeout: float = 600, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run a cross-built program of `target` under qemu-user; raises AmcError on a timeout."""
-    cmd = qemu_user(target)
+                 cwd: Path | None = None, timeout: float = 600, stdin: bytes | None = None,
+                 environment: dict[str, str] | None = None, sysroot: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a cross-built program of `target` under qemu-user, with `environment` set for it;
+    raises AmcError on a timeout."""
+    cmd = qemu_user(target, sysroot)
     if library_path:
         cmd += ["-E", "LD_LIBRARY_PATH=" + os.pathsep.join(str(p) for p in library_path)]
+    for name, value in (environment or {}).items():
+        cmd += ["-E", f"{name}={value}"]
     cmd += [str(program), *map(str, args)]
     try:
         return subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, timeout=timeout)
