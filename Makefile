@@ -34,13 +34,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Board-side libraries, cached under build/cache: the aarch64 wheels (ExecuTorch runtime, LiteRT)
-# and Debian's arm64/armhf libsodium for amc-patch.
+# Board-side libraries, cached under build/cache: the aarch64 wheels (ExecuTorch runtime, LiteRT),
+# Debian's arm64/armhf libsodium for amc-patch, and the board's Python for TFLite bundles (Debian's
+# arm64 CPython 3.11 with the aarch64 wheels of ai-edge-litert and of the host's numpy).
 device-libs: apt venv
 	ls build/cache/wheels/executorch-1.5.1-*aarch64.whl build/cache/wheels/ai_edge_litert-2.3.0-*aarch64.whl >/dev/null 2>&1 || \
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
 		--platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 -d build/cache/wheels $(EXECUTORCH) $(LITERT)
 	$(BIN)/python -m amc.targets.cross_libs
+	$(BIN)/python -m amc.targets.board_python
 
 # compile verification runs the .tflite bundles in it too (reported as not checked where it is absent)
 tflite-runtime: $(TFLITE_RUNTIME_VENV)/.installed

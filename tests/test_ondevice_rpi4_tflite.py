@@ -1,0 +1,151 @@
+"""On-target checks of TFLite bundles for the Raspberry Pi 4 preset: the board side
+(targets/tflite_device.py) in Debian's arm64 CPython with ai-edge-litert's aarch64 wheel under
+qemu-aarch64 (Cortex-A72), on a small compiled bundle, compared with the host's ai-edge-litert;
+the device script's streaming against `evaluate_bundle` on the host; and the one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amc.compiler.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "build" / "ondevice" / "fixtures"
+_COMPILER_SOURCES = ("compiler", "passes", "calibration", "targets", "model")
+_NOT_COMPILER = ("compiler/cli/", "compiler/runtime_build.py", "compiler/patch_runtime.py", "compiler/image.py",
+                 "compiler/diff.py", "compiler/bench_diff.py", "targets/ondevice.py", "targets/device_runner.py",
+                 "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py", "targets/board_python.py",
+                 "targets/tflite_device.py", "targets/executorch.py", "targets/onnx.py", "model/train.py",
+                 "model/diff.py", "model/updates/", "model/corpus/updates.py")
+"""Code that does not make the TFLite fixture bundle (the on-target checks, the runtime's build,
+the other backends, training, the CLI): edits there must not recompile it."""
+
+
+@functools.lru_cache(maxsize=None)
+def _fixture_key() -> str:
+    digest = hashlib.sha256()
+    for folder in _COMPILER_SOURCES:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if not name.startswith(_NOT_COMPILER):
+                digest.update(name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_bundle() -> tuple[Path, Path]:
+    """(bundle, audio folder): a tiny random-init branched encoder compiled for rpi4 with the TFLite
+    backend, calibrated on a tiny synthesized corpus; built once and reused until the compiler changes."""
+    import torch
+
+    from amc.compiler.pipeline import compile_bundle
+    from amc.model.branched import BranchedEncoder
+    from amc.model.checkpoint import save_checkpoint
+    from amc.model.config import ModelConfig
+    from amc.model.corpus.synth import synthesize_corpus
+
+    root = FIXTURES / f"tflite-{_fixture_key()}"
+    bundle, corpus = root / "bundle-rpi4-tflite", root / "corpus"
+    if (bundle / "manifest.json").is_file():
+        return bundle, corpus / "test"
+    if not (corpus / "corpus.json").is_file():
+        synthesize_corpus(corpus, seed=3, train=8, dev=0, test=4, force=True)
+    config = ModelConfig(vocabulary=("_",) + tuple(" abcdefghijklmnopqrstuvwxyz'"), hidden=32, fast_rank=4,
+                         fast_variant="sparse", fast_density=0.5)
+    torch.manual_seed(0)
+    model = BranchedEncoder(config)
+    for projection in model.fast.projections:      # a real sparse branch: half of each matrix kept
+        projection.mask.copy_((torch.rand_like(projection.mask) < 0.5).float())
+    save_checkpoint(model.eval(), root / "checkpoint")
+    compile_bundle(root / "checkpoint", target="rpi4", backend="tflite", calib=corpus, output=bundle)
+    return bundle, corpus / "test"
+
+
+@pytest.fixture(scope="session")
+def rpi4_tflite_bundle() -> tuple[Path, Path]:
+    return fixture_bundle()
+
+
+# ---- plain -----------------------------------------------------------------------------------------
+
+def test_board_root_describes_the_pi_4s_cpu(tmp_path, monkeypatch):
+    from amc.targets.board_python import board_root
+    from amc.targets.presets import get_target
+
+    monkeypatch.setenv("AMC_DEVICE_CACHE", str(tmp_path))
+    root = board_root(get_target("rpi4"))
+    cpuinfo = (root / "proc" / "cpuinfo").read_text()
+    assert cpuinfo.count("CPU part\t: 0xd08") == 4 and "Raspberry Pi 4" in cpuinfo
+    assert (root / "sys/devices/system/cpu/possible").read_text() == "0-3\n"
+    assert (root / "sys/devices/system/cpu/cpu3/cache/index2/size").read_text() == "1024K\n"
+    assert (root / "lib").resolve() == Path("/usr/aarch64-linux-gnu/lib").resolve()
+    assert board_root(get_target("rpi4")) == root          # made once
+
+
+def test_device_script_refuses_bad_arguments():
+    from amc.targets.tflite_device import BadInput, main
+
+    for argv in ([], ["graph", "b", "fast"], ["stream", "b", "f", "--speed", "3"],
+                 ["graph", "b", "fast", "i", "o", "--kernels", "fastest"]):
+        with pytest.raises((BadInput, OSError)):
+            main(argv)
+
+
+# ---- with the TFLite toolchain: the device script on the host ---------------------------------------
+
+def test_device_script_streams_like_evaluate_bundle(rpi4_tflite_bundle, tmp_path, capsys):
+    """The board's streaming loop, run here with the host's numpy and ai-edge-litert, gives the
+    routes, transcripts and latencies of `evaluate_bundle`, at a speed where the backlog builds up
+    and at one where it does not."""
+    from amc.compiler.bundle import load_bundle
+    from amc.model.dataset import load_features
+    from amc.model.evaluate import evaluate_bundle
+    from amc.targets.device_runner import parse_stream, write_features
+    from amc.targets.ondevice import compare_streams
+    from amc.targets.tflite_device import main
+
+    bundle, audio = rpi4_tflite_bundle
+    host = load_bundle(bundle)
+    data = load_features(audio, host.config.features).subset(range(2))
+    features = write_features(tmp_path / "u.amcf", [f.numpy() for f in data.features])
+    for mflops in (0.05, 500.0):
+        main(["stream", str(bundle), str(features), "--mflops", repr(mflops)])
+        streamed = parse_stream(capsys.readouterr().out)
+        traces = evaluate_bundle(host, data, mflops=mflops, keep_traces=True)["traces"]
+        compared = compare_streams(traces, streamed)
+        assert compared["routes_equal"] and compared["transcripts_equal"], mflops
+        assert compared["max_latency_diff_ms"] < 1e-3
+
+
+# ---- under QEMU ---------------------------------------------------------------------------------------
+
+@pytest.mark.cross
+def test_rpi3_has_no_litert_wheel():
+    from amc.targets.board_python import board_python
+    from amc.targets.presets import get_target
+
+    with pytest.raises(InputError, match="no ai-edge-litert wheel is published for arm-linux-gnueabihf"):
+        board_python(get_target("rpi3"))
+
+
+@pytest.mark.cross
+def test_rpi4_tflite_graphs_streaming_and_patch_match_the_host(rpi4_tflite_bundle):
+    from amc.targets.ondevice import Settings, test_on_target
+
+    bundle, audio = rpi4_tflite_bundle
+    result = test_on_target("rpi4", bundle, data=audio, settings=Settings(utterances=2, records_per_graph=32))
+    assert result["backend"] == "tflite"
+    assert result["runtime"].startswith("ai-edge-litert 2.3.0 (aarch64 wheel) under CPython 3.11")
+    assert result["outputs_compared"] > 0
+    assert result["max_int8_step_diff"] <= 1.0                     # XNNPACK's ARM kernels against its x86 ones
+    assert result["reference_kernels"]["max_int8_step_diff"] == 0.0
+    assert result["transcripts_equal"] and result["routes_equal"]
+    assert result["max_latency_diff_ms"] < 1e-3
+    assert "skipped" not in result["patch"], result["patch"]
+    assert result["patched_equal"] is True and result["patch"]["outputs_changed"]
+    assert result["ok"] is True
