@@ -5,7 +5,11 @@ For a Linux board (rpi4) the steps run top to bottom:
 1. tools: the cross compilers, the sysroot and qemu-user, or a one-line install hint;
 2. the bundle: the one given, or `out/<target>-<backend>` (compiled from the reference
    checkpoint when missing); it must be for this target;
-3. the device runtime: the executorch aarch64 wheel (cached) and amc-runner built against it;
+3. the device runtime: for an ExecuTorch bundle the executorch aarch64 wheel (cached) and
+   amc-runner built against it; for a TFLite bundle the board's own CPython with the aarch64
+   wheels of numpy and ai-edge-litert (targets/board_python.py) running targets/tflite_device.py,
+   the graphs also in LiteRT's reference kernels (`reference_kernels`: the same integers on
+   every instruction set, while XNNPACK's int8 kernels for ARM and x86-64 may round apart);
 4. graphs: a few utterances streamed on the host record every graph's inputs (the arbitrator
    with the live backlog, both branches with the carried state); the board runs each graph on
    those inputs and its outputs are compared with the host's from the same runtime, in
