@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from amc.compiler.errors import InputError
-
-from test_ondevice_rpi4 import fixture_bundle
+from tests.ondevice_fixtures import fixture_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 BOOT = REPO / "targets" / "runner" / "boot"

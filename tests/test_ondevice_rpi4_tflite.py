@@ -5,70 +5,17 @@ the device script's streaming against `evaluate_bundle` on the host; and the one
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from amc.compiler.errors import InputError
-
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "build" / "ondevice" / "fixtures"
-_COMPILER_SOURCES = ("compiler", "passes", "calibration", "targets", "model")
-_NOT_COMPILER = ("compiler/cli/", "compiler/runtime_build.py", "compiler/patch_runtime.py", "compiler/image.py",
-                 "compiler/diff.py", "compiler/bench_diff.py", "targets/ondevice.py", "targets/device_runner.py",
-                 "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py", "targets/board_python.py",
-                 "targets/tflite_device.py", "targets/executorch.py", "targets/onnx.py", "model/train.py",
-                 "model/diff.py", "model/updates/", "model/corpus/updates.py")
-"""Code that does not make the TFLite fixture bundle (the on-target checks, the runtime's build,
-the other backends, training, the CLI): edits there must not recompile it."""
-
-
-@functools.lru_cache(maxsize=None)
-def _fixture_key() -> str:
-    digest = hashlib.sha256()
-    for folder in _COMPILER_SOURCES:
-        for path in sorted((REPO / folder).rglob("*.py")):
-            name = path.relative_to(REPO).as_posix()
-            if not name.startswith(_NOT_COMPILER):
-                digest.update(name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=None)
-def fixture_bundle() -> tuple[Path, Path]:
-    """(bundle, audio folder): a tiny random-init branched encoder compiled for rpi4 with the TFLite
-    backend, calibrated on a tiny synthesized corpus; built once and reused until the compiler changes."""
-    import torch
-
-    from amc.compiler.pipeline import compile_bundle
-    from amc.model.branched import BranchedEncoder
-    from amc.model.checkpoint import save_checkpoint
-    from amc.model.config import ModelConfig
-    from amc.model.corpus.synth import synthesize_corpus
-
-    root = FIXTURES / f"tflite-{_fixture_key()}"
-    bundle, corpus = root / "bundle-rpi4-tflite", root / "corpus"
-    if (bundle / "manifest.json").is_file():
-        return bundle, corpus / "test"
-    if not (corpus / "corpus.json").is_file():
-        synthesize_corpus(corpus, seed=3, train=8, dev=0, test=4, force=True)
-    config = ModelConfig(vocabulary=("_",) + tuple(" abcdefghijklmnopqrstuvwxyz'"), hidden=32, fast_rank=4,
-                         fast_variant="sparse", fast_density=0.5)
-    torch.manual_seed(0)
-    model = BranchedEncoder(config)
-    for projection in model.fast.projections:      # a real sparse branch: half of each matrix kept
-        projection.mask.copy_((torch.rand_like(projection.mask) < 0.5).float())
-    save_checkpoint(model.eval(), root / "checkpoint")
-    compile_bundle(root / "checkpoint", target="rpi4", backend="tflite", calib=corpus, output=bundle)
-    return bundle, corpus / "test"
+from tests.ondevice_fixtures import fixture_bundle
 
 
 @pytest.fixture(scope="session")
 def rpi4_tflite_bundle() -> tuple[Path, Path]:
-    return fixture_bundle()
+    return fixture_bundle("tflite")
 
 
 # ---- plain -----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ GRAPHS = {"fast", "slow", "arbitrator"}
 
 @pytest.fixture(scope="module")
 def bundle():
-    from test_ondevice_rpi4 import fixture_bundle       # the tiny rpi4 / ExecuTorch bundle, built once
+    from tests.ondevice_fixtures import fixture_bundle       # the tiny rpi4 / ExecuTorch bundle, built once
 
     return fixture_bundle()[0]
 
