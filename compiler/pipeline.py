@@ -78,7 +78,8 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
 
     # 5. calibration inputs per graph, streamed with the arbitrator at the target's speed
     from amc.calibration.streaming import gather
-    calibration = gather(model, audio.calibration.features, preset.mflops, report=report)
+    calibration = gather(model, audio.calibration.features, preset.mflops,
+                         max_samples=lowering.CALIBRATION_FRAMES, report=report)
 
     # 6. lower each graph
     lowered: dict[str, LoweredGraph] = {}

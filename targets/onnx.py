@@ -17,6 +17,11 @@ from amc.compiler.split import StepGraph
 ROUNDING = "rint(float / scale) + zero_point, clamped (onnxruntime.quantization)"
 
 
+CALIBRATION_FRAMES = 400
+"""Calibration frames a graph: onnxruntime's default calibration takes min/max, which widens with
+more frames (as in the TFLite backend)."""
+
+
 def check_toolchain() -> None:
     try:
         import onnx  # noqa: F401
