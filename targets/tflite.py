@@ -76,7 +76,7 @@ def lower(step: StepGraph, calibration: list[tuple[np.ndarray, ...]], state_rang
         input_names = [f"args_{i}" for i in range(len(step.inputs))]
         samples = [dict(zip(input_names, (np.asarray(a, np.float32) for a in sample))) for sample in calibration]
         ranges = _calibrate(qt, samples)
-        for state, tensor_names in (_state_tensor_names(step).items() if not os.environ.get("AMC_NO_PIN") else []):
+        for state, tensor_names in _state_tensor_names(step).items():
             low, high = state_ranges[state]
             for name in tensor_names:
                 if name in ranges:
