@@ -18,7 +18,8 @@ import numpy as np
 
 from amc.compiler.errors import AmcError, InputError
 from amc.targets.device_libs import DeviceLibs, device_libs, installed_libs
-from amc.targets.presets import Target, get_target
+from amc.targets.presets import get_target
+from amc.targets import tflite_device
 from amc.targets.qemu import cross_toolchain, need_tool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,50 +100,21 @@ def write_features(path: Path, utterances: list[np.ndarray]) -> Path:
     return path
 
 
-# ---- AMCR: records of tensors ------------------------------------------------------------------
-
-DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2")}
-CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2}
-
+# ---- AMCR: records of tensors, in the format the board script defines (numpy only) --------------
 
 def write_records(path: Path, records: list[list[np.ndarray]]) -> Path:
-    per_record = len(records[0]) if records else 0
-    with open(path, "wb") as out:
-        out.write(b"AMCR" + struct.pack("<III", 1, len(records), per_record))
-        for record in records:
-            if len(record) != per_record:
-                raise InputError("every record needs the same number of tensors")
-            for tensor in record:
-                code = CODES[np.dtype(tensor.dtype)]
-                flat = np.ascontiguousarray(tensor, dtype=DTYPES[code]).reshape(-1)
-                out.write(struct.pack("<BxxxI", code, flat.size) + flat.tobytes())
+    try:
+        tflite_device.write_records(str(path), records)
+    except tflite_device.BadInput as error:
+        raise InputError(str(error)) from None
     return path
 
 
 def read_records(path: Path) -> list[list[np.ndarray]]:
-    data = Path(path).read_bytes()
-    if data[:4] != b"AMCR" or len(data) < 16:
-        raise InputError(f"{path}: not an AMCR file")
-    version, count, per_record = struct.unpack_from("<III", data, 4)
-    if version != 1:
-        raise InputError(f"{path}: AMCR version {version} is not supported")
-    offset, records = 16, []
-    for _ in range(count):
-        record = []
-        for _ in range(per_record):
-            if offset + 8 > len(data):
-                raise InputError(f"{path}: truncated")
-            code, size = struct.unpack_from("<BxxxI", data, offset)
-            if code not in DTYPES:
-                raise InputError(f"{path}: unknown dtype code {code}")
-            offset += 8
-            nbytes = size * DTYPES[code].itemsize
-            if offset + nbytes > len(data):
-                raise InputError(f"{path}: truncated")
-            record.append(np.frombuffer(data, DTYPES[code], size, offset).copy())
-            offset += nbytes
-        records.append(record)
-    return records
+    try:
+        return tflite_device.read_records(str(path))
+    except tflite_device.BadInput as error:
+        raise InputError(str(error)) from None
 
 
 # ---- the stream report ---------------------------------------------------------------------------

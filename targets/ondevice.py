@@ -221,17 +221,25 @@ class Board:
         result = run_on_board(self.target, program, args, self.library_path, timeout=timeout)
         return _checked(self.target, result, what, accept)
 
+    def run_bundle_tool(self, args: list, what: str, timeout: float = 600) -> str:
+        """One command of the board's bundle runner: amc-runner (`graph ...`, `stream ...`)."""
+        return self.run(self.runner.program, args, what, timeout)
+
+    def kernel_options(self, exact: bool) -> list[str]:
+        """`exact`: the kernels whose integers do not depend on the instruction set, where the
+        runtime has such a choice (ExecuTorch: the same kernels either way)."""
+        return []
+
     def run_graphs(self, bundle: Path, inputs: dict[str, list], work: Path, exact: bool = False) -> dict[str, list]:
-        """Each graph on the recorded inputs on the board. `exact`: in the kernels whose integers
-        do not depend on the instruction set, where the runtime has such a choice (ExecuTorch: the
-        same kernels either way)."""
+        """Each graph on the recorded inputs on the board (see `kernel_options` for `exact`)."""
         from amc.targets.device_runner import read_records, write_records
 
         out = {}
         for graph in GRAPHS:
             given, produced = work / f"{graph}.in.amcr", work / f"{graph}.out.amcr"
             write_records(given, inputs[graph])
-            self.run(self.runner.program, ["graph", bundle, graph, given, produced], f"graph '{graph}'")
+            self.run_bundle_tool(["graph", bundle, graph, given, produced, *self.kernel_options(exact)],
+                                 f"graph '{graph}'")
             out[graph] = read_records(produced)
         return out
 
@@ -245,9 +253,8 @@ class Board:
         from amc.targets.device_runner import parse_stream, write_features
 
         features = write_features(work / "utterances.amcf", utterances)
-        output = self.run(self.runner.program, ["stream", bundle, features, "--mflops", repr(float(mflops))],
-                          "streaming")
-        return parse_stream(output)
+        return parse_stream(self.run_bundle_tool(["stream", bundle, features, "--mflops", repr(float(mflops))],
+                                                 "streaming"))
 
 
 class LiteRtBoard(Board):
@@ -268,23 +275,13 @@ class LiteRtBoard(Board):
         self.library_path = []
         self.runtime = self.python.description
 
-    def run_script(self, args: list, what: str, timeout: float = 900) -> str:
+    def run_bundle_tool(self, args: list, what: str, timeout: float = 900) -> str:
         return _checked(self.target, self.python.run("tflite_device.py", args, timeout=timeout), what)
 
-    def run_graphs(self, bundle: Path, inputs: dict[str, list], work: Path, exact: bool = False) -> dict[str, list]:
-        """`exact`: in LiteRT's reference kernels (the same integers on every instruction set)
-        instead of the optimized ones (XNNPACK, whose int8 kernels for ARM and for x86-64 may
-        round apart)."""
-        from amc.targets.device_runner import read_records, write_records
-
-        out = {}
-        for graph in GRAPHS:
-            given, produced = work / f"{graph}.in.amcr", work / f"{graph}.out.amcr"
-            write_records(given, inputs[graph])
-            self.run_script(["graph", bundle, graph, given, produced, "--kernels", "reference" if exact else "optimized"],
-                            f"graph '{graph}'")
-            out[graph] = read_records(produced)
-        return out
+    def kernel_options(self, exact: bool) -> list[str]:
+        """`exact`: LiteRT's reference kernels (the same integers on every instruction set) instead
+        of the optimized ones (XNNPACK, whose int8 kernels for ARM and for x86-64 may round apart)."""
+        return ["--kernels", "reference" if exact else "optimized"]
 
     def host_outputs(self, bundle: Path, inputs: dict[str, list], exact: bool = False) -> dict[str, list]:
         from amc.compiler.manifest import read_manifest
@@ -293,13 +290,6 @@ class LiteRtBoard(Board):
         graphs = read_manifest(bundle)["graphs"]
         runners = {g: TfliteRunner(Path(bundle) / graphs[g]["file"], graphs[g], reference_kernels=exact) for g in GRAPHS}
         return {g: [[np.array(o, copy=True) for o in runners[g](*record)] for record in inputs[g]] for g in inputs}
-
-    def stream(self, bundle: Path, utterances: list[np.ndarray], mflops: float, work: Path) -> list[dict]:
-        from amc.targets.device_runner import parse_stream, write_features
-
-        features = write_features(work / "utterances.amcf", utterances)
-        return parse_stream(self.run_script(["stream", bundle, features, "--mflops", repr(float(mflops))],
-                                            "streaming"))
 
 
 def _checked(target: Target, result, what: str, accept: tuple[int, ...] = (0,)) -> str:

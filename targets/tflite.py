@@ -19,6 +19,7 @@ import numpy as np
 from amc.compiler.errors import LoweringError, ToolMissingError
 from amc.compiler.lowered import LoweredGraph, QuantizedTensor, TensorSpec
 from amc.compiler.split import StepGraph
+from amc.targets.tflite_device import dequantize, quantize
 
 ROUNDING = "rint(float / scale) + zero_point, clamped (ai-edge-quantizer)"
 SIGNATURE = "serving_default"
@@ -284,22 +285,6 @@ class TfliteRunner:
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         return [dequantize(v, d) for v, (_, d) in zip(self.raw(*self.quantize_inputs(arrays)), self.outputs)]
-
-
-def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    dtype = np.dtype(detail["dtype"])
-    if not scale:
-        return np.asarray(array, dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(np.asarray(array, np.float32) / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if not scale:
-        return np.asarray(array, np.float32)
-    return ((np.asarray(array, np.float32) - zero_point) * scale).astype(np.float32)
 
 
 def lsb_distance(a: np.ndarray, b: np.ndarray) -> int:

@@ -191,7 +191,7 @@ def info() -> None:
           f"python={platform.python_version()} machine={platform.machine()}")
 
 
-# ---- AMCR and AMCF files (targets/device_runner.py) -----------------------------------------------------
+# ---- AMCR and AMCF files (the host's side: targets/device_runner.py) ----------------------------------
 
 def read_records(path: str) -> list[list[np.ndarray]]:
     with open(path, "rb") as handle:
@@ -220,9 +220,12 @@ def read_records(path: str) -> list[list[np.ndarray]]:
 
 
 def write_records(path: str, records: list[list[np.ndarray]]) -> None:
+    per_record = len(records[0]) if records else 0
     with open(path, "wb") as out:
-        out.write(b"AMCR" + struct.pack("<III", 1, len(records), len(records[0]) if records else 0))
+        out.write(b"AMCR" + struct.pack("<III", 1, len(records), per_record))
         for record in records:
+            if len(record) != per_record:
+                raise BadInput("every record needs the same number of tensors")
             for tensor in record:
                 code = CODES[np.dtype(tensor.dtype)]
                 flat = np.ascontiguousarray(tensor, dtype=DTYPES[code]).reshape(-1)
