@@ -50,6 +50,7 @@ class TrainSettings:
     tau_start: float = 1.0
     tau_end: float = 0.1
     joint_utterances: int = 0         # 0: all; else a random subset per joint epoch
+    distill_weight: float = 0.0       # KL from the slow branch's posteriors to the fast branch's, per frame
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -60,6 +61,16 @@ def ctc(logits: torch.Tensor, batch: Batch, lengths: torch.Tensor | None = None)
     log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)
     return F.ctc_loss(log_probs, batch.targets, batch.lengths if lengths is None else lengths,
                       batch.target_lengths, blank=0, zero_infinity=True)
+
+
+def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the per-frame posteriors, averaged over real frames. The fast
+    branch learns the slow one's frame-level decisions, not only the transcript: the two share the
+    state and the head, and the route switches between them at any frame."""
+    teacher = F.log_softmax(teacher_logits.detach(), dim=-1)
+    kl = (teacher.exp() * (teacher - F.log_softmax(student_logits, dim=-1))).sum(-1)
+    mask = (torch.arange(kl.shape[1])[None, :] < lengths[:, None]).to(kl.dtype)
+    return (kl * mask).sum() / mask.sum()
 
 
 def set_feature_statistics(model: BranchedEncoder, data: FeatureSet) -> None:
@@ -97,21 +108,24 @@ def prune_to(model: BranchedEncoder, density: float) -> None:
 def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, settings: TrainSettings,
           report=None, log=None, init: BranchedEncoder | None = None) -> tuple[BranchedEncoder, dict]:
     """Returns the trained model and a history of per-epoch losses and dev CER. With `init`, the
-    slow branch, head and feature statistics are taken from that model and phase 1 is skipped."""
+    slow branch, head and feature statistics are taken from that model and phase 1 is skipped; its
+    fast branch too when it has the same shape, and phase 2 then goes on training it."""
     from amc.model.evaluate import evaluate_model
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     model = BranchedEncoder(config)
     set_feature_statistics(model, train_data)
+    fast_loaded = False
     if init is not None:
         model.slow.load_state_dict(init.slow.state_dict())
         model.head.load_state_dict(init.head.state_dict())
         model.feature_mean.copy_(init.feature_mean)
         model.feature_std.copy_(init.feature_std)
         settings = replace(settings, slow_epochs=0)
-        if settings.fast_epochs == 0 and init.config.fast_variant == config.fast_variant:
+        if _same_fast_branch(init.config, config):
             model.fast.load_state_dict(init.fast.state_dict())     # keep the trained fast branch too
+            fast_loaded = True
     history: dict = {"settings": settings.to_json(), "epochs": []}
     log = log or (lambda message: None)
     total_epochs = settings.slow_epochs + settings.fast_epochs + settings.joint_epochs
@@ -142,7 +156,7 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         finish_epoch("slow", loss, started, "slow")
 
     # phase 2: the fast branch alone, starting as a compression of the slow one
-    if settings.fast_epochs:
+    if settings.fast_epochs and not fast_loaded:
         init_fast_from_slow(model)
     params = list(model.fast.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.learning_rate / 2)
@@ -150,7 +164,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         if config.fast_variant == "sparse":   # prune gradually: density falls geometrically to its target
             prune_to(model, config.fast_density ** ((epoch + 1) / settings.fast_epochs))
         started = time.time()
-        loss = _branch_epoch(model, "fast", train_data, settings, optimizer, params, rng)
+        loss = _branch_epoch(model, "fast", train_data, settings, optimizer, params, rng,
+                             settings.distill_weight)
         finish_epoch("fast", loss, started, "fast")
 
     # phase 3: joint, routed frame by frame, backlog simulated
@@ -179,9 +194,10 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             latency = (result.backlog_ms * result.mask).sum() / frames / LATENCY_UNIT_MS
             last = result.backlog_ms.gather(1, (batch.lengths - 1)[:, None])
             end_of_utterance = last.mean() / LATENCY_UNIT_MS
-            loss = (ctc(result.logits, batch)
-                    + 0.5 * ctc(model.sequence_logits("slow", batch.x), batch)
-                    + 0.5 * ctc(model.sequence_logits("fast", batch.x), batch)
+            slow_logits = model.sequence_logits("slow", batch.x)
+            fast_logits = model.sequence_logits("fast", batch.x)
+            loss = (ctc(result.logits, batch) + 0.5 * ctc(slow_logits, batch) + 0.5 * ctc(fast_logits, batch)
+                    + 0.5 * settings.distill_weight * distillation(fast_logits, slow_logits, batch.lengths)
                     + settings.cost_weight * cost + settings.amr_weight * amr
                     + settings.latency_weight * latency + settings.eou_weight * end_of_utterance)
             _step(optimizer, loss, params)
@@ -192,14 +208,26 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
 
 
 def _branch_epoch(model: BranchedEncoder, route: str, data: FeatureSet, settings: TrainSettings, optimizer,
-                  params, rng) -> float:
-    """One pass of one branch alone over `data` (fused LSTM kernel); the mean CTC loss."""
+                  params, rng, distill_weight: float = 0.0) -> float:
+    """One pass of one branch alone over `data` (fused LSTM kernel); the mean loss: CTC, plus the
+    distillation from the slow branch when `distill_weight` is set."""
     losses = []
     for batch in batches(data, settings.batch_size, model.config, rng):
-        loss = ctc(model.sequence_logits(route, batch.x), batch)
+        logits = model.sequence_logits(route, batch.x)
+        loss = ctc(logits, batch)
+        if distill_weight:
+            with torch.no_grad():
+                teacher = model.sequence_logits("slow", batch.x)
+            loss = loss + distill_weight * distillation(logits, teacher, batch.lengths)
         _step(optimizer, loss, params)
         losses.append(loss.item())
     return sum(losses) / len(losses)
+
+
+def _same_fast_branch(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether a fast branch of config `a` loads into a model of config `b`."""
+    shape = (a.fast_variant, a.hidden, a.layers, a.fast_rank if a.fast_variant == "factorized" else None)
+    return shape == (b.fast_variant, b.hidden, b.layers, b.fast_rank if b.fast_variant == "factorized" else None)
 
 
 def _step(optimizer, loss, params) -> None:

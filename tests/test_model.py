@@ -13,8 +13,8 @@ from amc.compiler.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import load_checkpoint, save_checkpoint
 from amc.model.routing import branch_costs
-from amc.model.train import init_fast_from_slow, prune_to
-from tests.conftest import tiny_config
+from amc.model.train import TrainSettings, distillation, init_fast_from_slow, prune_to, train
+from tests.conftest import random_features, tiny_config
 
 
 @pytest.mark.parametrize("variant", ["factorized", "sparse"])
@@ -130,3 +130,26 @@ def test_missing_weights_file(tmp_path, tiny_model):
     (tmp_path / "ckpt" / "model.safetensors").unlink()
     with pytest.raises(InputError, match="model.safetensors: missing"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+def test_distillation_counts_only_real_frames_and_vanishes_on_agreement():
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 6, 5), torch.randn(2, 6, 5)
+    lengths = torch.tensor([6, 3])
+    assert distillation(teacher, teacher, lengths).item() == pytest.approx(0.0, abs=1e-6)
+    kl = distillation(student, teacher, lengths).item()
+    assert kl > 0.05
+    padded = student.clone()
+    padded[1, 3:] = 100.0          # frames past the second utterance's end do not count
+    assert distillation(padded, teacher, lengths).item() == pytest.approx(kl)
+
+
+@pytest.mark.parametrize("rank, kept", [(4, True), (2, False)])
+def test_init_keeps_the_fast_branch_only_when_it_fits(rank, kept):
+    torch.manual_seed(0)
+    init = BranchedEncoder(tiny_config()).eval()
+    data = random_features(4)
+    model, _ = train(tiny_config(fast_rank=rank), data, data, TrainSettings(fast_epochs=0, joint_epochs=0), init=init)
+    assert torch.equal(model.slow.projections[0].linear.weight, init.slow.projections[0].linear.weight)
+    same = [torch.equal(a, b) for a, b in zip(model.fast.state_dict().values(), init.fast.state_dict().values())]
+    assert all(same) if kept else not any(same)

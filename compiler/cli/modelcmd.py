@@ -32,12 +32,16 @@ def train(
     cost_weight: float = typer.Option(0.3, help="Weight of the compute-cost term."),
     latency_weight: float = typer.Option(1.0, help="Weight of the mean-backlog term."),
     eou_weight: float = typer.Option(1.0, help="Weight of the end-of-utterance backlog term."),
+    distill: float = typer.Option(0.0, help="Weight of the frame-level distillation of the fast branch from the "
+                                            "slow one (fast phase, and half of it in the joint phase)."),
     backlog_scale_ms: float = typer.Option(100.0, help="The arbitrator sees backlog_ms / this."),
     cell_clip: float = typer.Option(8.0, help="Clamp the LSTM cell state to +-this every step (0: no clip); "
                                               "a bounded cell state is what lets int8 keep it."),
     seed: int = typer.Option(0),
     init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
-                                        help="Take the slow branch from this checkpoint and skip its training."),
+                                        help="Take the slow branch from this checkpoint and skip its training; "
+                                             "its fast branch too when variant and rank match (then "
+                                             "--fast-epochs goes on training it)."),
     json_out: bool = Json,
 ) -> None:
     """Train a branched encoder end to end (slow, fast, joint with the arbitrator)."""
@@ -45,7 +49,8 @@ def train(
 
     settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
                              joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
-                             cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight, seed=seed)
+                             cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight,
+                             distill_weight=distill, seed=seed)
     with progress_bar(not json_out) as report:
         result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density,
                                   backlog_scale_ms=backlog_scale_ms, cell_clip=cell_clip or None, init=init,
