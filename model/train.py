@@ -109,7 +109,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
           report=None, log=None, init: BranchedEncoder | None = None) -> tuple[BranchedEncoder, dict]:
     """Returns the trained model and a history of per-epoch losses and dev CER. With `init`, the
     slow branch, head and feature statistics are taken from that model and phase 1 is skipped; its
-    fast branch too when it has the same shape, and phase 2 then goes on training it."""
+    fast branch too when it has the same shape, and phase 2 then goes on training it; and its
+    arbitrator when there is no phase 3 to train a new one."""
     from amc.model.evaluate import evaluate_model
 
     torch.manual_seed(settings.seed)
@@ -126,6 +127,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         if _same_fast_branch(init.config, config):
             model.fast.load_state_dict(init.fast.state_dict())     # keep the trained fast branch too
             fast_loaded = True
+        if settings.joint_epochs == 0:
+            model.arbitrator.load_state_dict(init.arbitrator.state_dict())
     history: dict = {"settings": settings.to_json(), "epochs": []}
     log = log or (lambda message: None)
     total_epochs = settings.slow_epochs + settings.fast_epochs + settings.joint_epochs

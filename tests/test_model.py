@@ -151,5 +151,6 @@ def test_init_keeps_the_fast_branch_only_when_it_fits(rank, kept):
     data = random_features(4)
     model, _ = train(tiny_config(fast_rank=rank), data, data, TrainSettings(fast_epochs=0, joint_epochs=0), init=init)
     assert torch.equal(model.slow.projections[0].linear.weight, init.slow.projections[0].linear.weight)
+    assert torch.equal(model.arbitrator.output.weight, init.arbitrator.output.weight)   # no joint phase
     same = [torch.equal(a, b) for a, b in zip(model.fast.state_dict().values(), init.fast.state_dict().values())]
     assert all(same) if kept else not any(same)

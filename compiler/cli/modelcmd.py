@@ -41,7 +41,8 @@ def train(
     init: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                         help="Take the slow branch from this checkpoint and skip its training; "
                                              "its fast branch too when variant and rank match (then "
-                                             "--fast-epochs goes on training it)."),
+                                             "--fast-epochs goes on training it), and its arbitrator "
+                                             "when --joint-epochs is 0."),
     json_out: bool = Json,
 ) -> None:
     """Train a branched encoder end to end (slow, fast, joint with the arbitrator)."""
