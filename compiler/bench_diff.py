@@ -7,7 +7,9 @@ keeping the full retrain's largest int8 changes within the same budget. For ever
 and the new bundle (`amc diff`, proven with the C runtime), CER on the old test subset and on the
 update's new-words test set, and the sizes of generic binary diffs (bsdiff4, detools in-place,
 zstd --patch-from, xdelta3) of the same base and new graph files, both for the full retrain's
-artifacts and for the very bytes the amc blob produces.
+artifacts and for the very bytes the amc blob produces. With `cortex_m7`, every sparse and hash
+chain is also made for that target's v1 bundle and applied bare-metal under qemu-system-arm
+(`bench_diff_on_mcu`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from amc.compiler.errors import InputError, ToolMissingError
+from amc.compiler.errors import AmcError, InputError, ToolMissingError
 
 Report = Callable[[str, int, int], None]
 SCENARIO = "scenario.json"
@@ -115,9 +117,18 @@ def _base_bundle(base: Path | None, work: Path, report: Report) -> Path:
     return out
 
 
+def _blob_step(previous: Path, diff: Path, step_dir: Path, chain: str, budget_bytes: int):
+    """One update of a chain: `amc diff` of `previous` and the update's diff, into
+    step_dir/CHAIN.amcp and its new bundle, within the chain's budget."""
+    from amc.compiler.diff import make_diff
+
+    return make_diff(previous, diff, step_dir / f"{chain}.amcp", budget=budget_bytes)
+
+
 def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | None = None,
                work: Path | str = Path("build/bench-diff"), retrain: bool = False,
-               report: Report = _quiet, log: Callable[[dict], None] | None = None) -> dict:
+               report: Report = _quiet, log: Callable[[dict], None] | None = None,
+               cortex_m7: Path | str | None = None) -> dict:
     from amc.compiler.diff import grids_from_bundle, make_diff, read_base
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
     from amc.model.corpus.updates import update_training_set
@@ -206,7 +217,7 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                     diff_path.parent.mkdir(parents=True, exist_ok=True)
                     diff.save(diff_path)
                 diff = load_diff(diff_path)
-                result = make_diff(previous, diff_path, step_dir / f"{chain}.amcp", budget=budget_bytes)
+                result = _blob_step(previous, diff_path, step_dir, chain, budget_bytes)
                 chains[chain] = result.bundle
                 new_grids = grids_from_bundle(read_base(result.bundle))
                 row = {"update": name, "method": method, "budget": budget, "budget_bytes": budget_bytes,
@@ -221,8 +232,11 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                 rows.append(row)
                 log(row)
                 report("bench diff", k * len(chains) + 2 + len(rows) % len(chains), steps)
-    return {"scenario": scenario, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
-            "rows": rows, "seconds": round(time.time() - started, 1), "summary": summarize(rows)}
+    out = {"scenario": scenario, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
+           "rows": rows, "seconds": round(time.time() - started, 1), "summary": summarize(rows)}
+    if cortex_m7 is not None:
+        out["cortex_m7"] = bench_diff_on_mcu(updates, cortex_m7, work / "cortex-m7", report=report)
+    return out
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -259,6 +273,13 @@ def render_markdown(result: dict) -> str:
         blob = "-" if r["method"] == "full" else str(r["blob_bytes"])
         lines.append(f"| {r['update']} | {what} | {blob} | {generic['bsdiff4']} | {generic['detools_inplace']} | "
                      f"{generic['zstd_patch_from']} | {generic['xdelta3']} |")
+    if "cortex_m7" in result:
+        lines += ["", "| chain | update | blob bytes | applied | files equal | outputs compared | max int8 step diff |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in result["cortex_m7"]["rows"]:
+            lines.append(f"| {r['chain']} | {r['update']} | {r['blob_bytes']} | {r['applied']} | "
+                         f"{r['files_equal'] and r['dumped_files_equal']} | {r['outputs_compared']} | "
+                         f"{r['max_int8_step_diff']} |")
     return "\n".join(lines)
 
 
@@ -305,3 +326,134 @@ def check_on_board(chain: list[tuple[Path, Path]], base: Path, target_name: str 
                     "max_int8_step_diff": comparison["max_int8_step_diff"], "apply": applied.strip()})
         report(f"patch on {target.name}", index + 1, len(chain))
     return out
+
+
+# ---- on the microcontroller: each blob applied bare-metal by the C runtime under qemu-system-arm --
+
+def check_on_mcu(chain: list[tuple[Path, Path]], base: Path, target_name: str = "cortex-m7",
+                 utterances: int = 2, per_graph: int = 20, work: Path | str = Path("build/bench-diff/cortex-m7/check"),
+                 report: Report = _quiet) -> list[dict]:
+    """Apply the blobs of a chain [(blob, new bundle), ...] bare-metal with the C runtime's test
+    program (its 'large' build, the buffers in the board's PSRAM) under qemu-system-arm: blob k in
+    place to the files of bundle k-1 (`base` for the first), with a bucket buffer as large as the
+    blob's largest hash record needs (at least the 4 KiB of the default build), the files then
+    written back over semihosting. They must equal the new bundle's, in the program and on the
+    host, and the patched graphs, run in TFLite Micro (the interpreter the MCU runs) in the
+    manifest's arena, must give the outputs the new bundle gives there and differ from the
+    previous step's (`utterances=0` skips the graphs)."""
+    from amc.compiler import patch_blob as pb
+    from amc.compiler.bundle import load_bundle
+    from amc.compiler.manifest import read_manifest
+    from amc.compiler.runtime_build import F_SIG_TRUSTED, FixtureCase, crosscheck_dumped, write_pack
+    from amc.targets.ondevice import GRAPHS, check_bundle_target, compare_outputs, host_outputs, record_graph_inputs
+    from amc.targets.presets import get_target
+
+    target = get_target(target_name)
+    base, work = Path(base), Path(work)
+    manifest = read_manifest(base)
+    check_bundle_target(base, manifest, target)
+    if utterances and manifest["backend"] != "tflite":
+        raise InputError(f"{base}: TFLite Micro runs TFLite bundles, this one is '{manifest['backend']}'")
+    device, dumps = work / "device-bundle", work / "dump"     # the device's files, as the runtime left them
+    for old in (device, dumps):
+        if old.exists():
+            shutil.rmtree(old)
+    shutil.copytree(base, device, ignore=shutil.ignore_patterns(".amc-patch", "model_data.*"))
+    cases, targeted, buckets, previous = [], [], [], base
+    for blob, new_bundle in chain:
+        data = Path(blob).read_bytes()
+        parsed = pb.read_blob(data)
+        names = [f.name for f in parsed.files]
+        buckets.append(max((len(r.buckets) * r.elem_size for r in parsed.records if isinstance(r, pb.HashRecord)),
+                           default=0))
+        cases.append(FixtureCase([(previous / n).read_bytes() for n in names],
+                                 [(Path(new_bundle) / n).read_bytes() for n in names], data,
+                                 page_size=4096, backup_pages=4, flags=F_SIG_TRUSTED,
+                                 bucket_buf_size=max(buckets[-1], 4096)))
+        targeted.append(names)
+        previous = Path(new_bundle)
+    pack = write_pack(work / "chain.pack", cases, pb.public_key(pb.example_signing_key()))
+    applied, seconds = crosscheck_dumped(target.name, pack, dumps, report)
+    if len(applied) != len(chain):
+        raise AmcError(f"the {target.name} test program reported {len(applied)} of {len(chain)} blobs")
+    recording = None
+    if utterances:
+        from amc.model.dataset import load_features
+        host = load_bundle(base)
+        data = load_features("data/corpus/test", host.config.features)
+        recording = record_graph_inputs(host, [f.numpy() for f in data.features[:utterances]], per_graph,
+                                        host.config.nominal_mflops)
+        before = host_outputs(load_bundle(base, runtime="tflite-micro"), recording.inputs)
+    out = []
+    for index, ((blob, new_bundle), names, case) in enumerate(zip(chain, targeted, applied)):
+        new_bundle = Path(new_bundle)
+        row = {"blob": str(blob), "target": target.name, "blob_bytes": Path(blob).stat().st_size,
+               "bucket_bytes": buckets[index], "applied": case["rc"] == 0, "rc": case["rc"],
+               "files_equal": bool(case["files_equal"]), "dumped_files_equal": False, "outputs_compared": 0,
+               "max_int8_step_diff": None, "outputs_changed": None, "apply_seconds": case["seconds"],
+               "qemu_seconds": round(seconds, 1)}
+        if case["rc"] == 0:
+            for i, name in enumerate(names):
+                shutil.copyfile(dumps / f"case{case['index']}-file{i}.bin", device / name)
+            shutil.copyfile(new_bundle / "manifest.json", device / "manifest.json")
+            new_manifest = read_manifest(new_bundle)
+            files = [new_manifest["graphs"][g]["file"] for g in GRAPHS]
+            row["dumped_files_equal"] = all((device / n).read_bytes() == (new_bundle / n).read_bytes() for n in files)
+            if recording is not None:
+                expected = host_outputs(load_bundle(new_bundle, runtime="tflite-micro"), recording.inputs)
+                produced = host_outputs(load_bundle(device, runtime="tflite-micro"), recording.inputs)
+                comparison = compare_outputs(new_manifest, expected, produced)
+                row["outputs_compared"] = comparison["outputs_compared"]
+                row["max_int8_step_diff"] = comparison["max_int8_step_diff"]
+                row["outputs_changed"] = compare_outputs(new_manifest, before, produced)["max_int8_step_diff"] > 0
+                before = produced
+        out.append(row)
+        report(f"patch on {target.name}", index + 1, len(chain))
+    return out
+
+
+def shipped_chains(updates: Path | str, base: Path | str, work: Path | str,
+                   report: Report = _quiet) -> dict[str, list[tuple[Path, Path]]]:
+    """The shipped sparse and hash diffs made into blobs for another v1 bundle (another target's),
+    as `bench_diff` makes its chains: each update on top of the previous one's new bundle, within
+    the budget's share of v1. Chain name ('sparse-10%') -> [(blob, new bundle), ...] in update
+    order, under work/uN/."""
+    from amc.compiler.diff import read_base
+
+    updates, work = Path(updates), Path(work)
+    scenario = read_scenario(updates)
+    bundle_bytes = read_base(base).bundle_bytes
+    chains: dict[str, list[tuple[Path, Path]]] = {}
+    total = len(scenario["budgets"]) * 2 * len(scenario["updates"])
+    for budget, fraction in scenario["budgets"].items():
+        for method in ("sparse", "hash"):
+            chain, previous = f"{method}-{budget}", Path(base)
+            chains[chain] = []
+            for name in scenario["updates"]:
+                diff = updates / name / f"{chain}.amcd"
+                if not diff.is_file():
+                    raise InputError(f"{diff}: missing; `amc bench diff --retrain` trains the shipped diffs")
+                (work / name).mkdir(parents=True, exist_ok=True)
+                result = _blob_step(previous, diff, work / name, chain, int(bundle_bytes * fraction))
+                chains[chain].append((result.blob, result.bundle))
+                previous = result.bundle
+                report("amc diff", sum(map(len, chains.values())), total)
+    return chains
+
+
+def bench_diff_on_mcu(updates: Path | str, base: Path | str, work: Path | str = Path("build/bench-diff/cortex-m7"),
+                      target_name: str = "cortex-m7", utterances: int = 2, per_graph: int = 20,
+                      report: Report = _quiet) -> dict:
+    """Every shipped sparse and hash chain made for `base` (a TFLite bundle compiled for the
+    Cortex-M7) and applied bare-metal under qemu-system-arm (`check_on_mcu`)."""
+    from amc.targets.presets import get_target
+
+    started = time.time()
+    work = Path(work)
+    names = read_scenario(Path(updates))["updates"]
+    rows = []
+    for chain, steps in shipped_chains(updates, base, work, report).items():
+        checked = check_on_mcu(steps, base, target_name, utterances, per_graph, work / "check", report)
+        rows += [{"chain": chain, "update": name, **row} for name, row in zip(names, checked)]
+    return {"target": target_name, "base": str(base), "emulator": " ".join(get_target(target_name).qemu),
+            "rows": rows, "seconds": round(time.time() - started, 1)}

@@ -87,8 +87,13 @@ def build_dir(target: Target, variant: str = "") -> Path:
 
 
 def build_runtime(target_name: str, variant: str = "", report: Report = _quiet) -> RuntimeBuild:
-    """Configure and build runtime/ for a preset (variant: '' | 'asan' | 'fuzz'); sizes too."""
+    """Configure and build runtime/ for a preset (variant: '' | 'asan' | 'fuzz' | 'large'); sizes
+    too. 'large': the bare-metal test program with room for a whole bundle (1.5 MiB of files, a
+    256 KiB blob and as much bucket buffer), its buffers in the mps2-an500 board's PSRAM (cortex-m7)."""
     target = get_target(target_name)
+    if variant == "large" and (target.linux or target.qemu[2] != "mps2-an500"):
+        raise InputError(f"the large runtime build needs the mps2-an500 board's PSRAM (cortex-m7), "
+                         f"not {target.name}'s")
     _need("cmake", "cmake")
     compiler = f"{target.triple}-gcc" if target.triple else "cc"
     if variant == "fuzz":
@@ -106,6 +111,8 @@ def build_runtime(target_name: str, variant: str = "", report: Report = _quiet) 
         cmd.append(f"-DAMC_QEMU_MACHINE={target.qemu[2]}")
     if variant == "asan":
         cmd.append("-DAMC_SANITIZE=ON")
+    if variant == "large":
+        cmd.append("-DAMC_TEST_LARGE=ON")
     if variant == "fuzz":
         cmd += ["-DAMC_FUZZ=ON", "-DCMAKE_C_COMPILER=clang"]
     sodium_missing = ""
@@ -264,7 +271,7 @@ class FixtureCase:
     expect_error: int = 0            # 0 with expect_ok; else the negated AMC_E_ code (0 = any)
     expect_ok: bool = True
     min_version: int = 0
-    bucket_buf_size: int = 0         # 0: the test's default (4096)
+    bucket_buf_size: int = 0         # 0: the test's default (4096); at most its BUCKET_BYTES
     trusted: bytes | None = None     # digest + signature the trusted key made (default: the blob's)
 
     def encode(self) -> bytes:
@@ -562,6 +569,33 @@ def test_runtime(target_name: str, report: Report = _quiet, variant: str = "",
     output = result.stdout + result.stderr
     ok = result.returncode == 0 and "RESULT ok" in output
     return RuntimeTestResult(target.name, ok, parse_suites(output), seconds, output)
+
+
+def crosscheck_dumped(target_name: str, pack: Path, dump_dir: Path,
+                      report: Report = _quiet) -> tuple[list[dict], float]:
+    """The crosscheck cases of one pack in the 'large' bare-metal build of the test program, each
+    case's files as the apply left them written back to `dump_dir` (case<K>-file<I>.bin): the
+    program's `crosscheck_case` line of each case (index, rc, files_equal, seconds) and the
+    run's wall seconds."""
+    import time
+    target = get_target(target_name)
+    build = build_runtime(target_name, variant="large", report=report)
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    # semihosting hands the program a short command line: paths relative to the pack's folder
+    args = ["--dump", os.path.relpath(dump_dir, pack.parent), pack.name]
+    report(f"crosscheck on {target.name}", 0, 1)
+    start = time.monotonic()
+    result = _run(runner_command(target, build.tests, args), cwd=pack.parent, timeout=1800)
+    seconds = time.monotonic() - start
+    report(f"crosscheck on {target.name}", 1, 1)
+    output = result.stdout + result.stderr
+    cases = [{k: _number(v) for k, v in (w.split("=", 1) for w in line.split()[1:])}
+             for line in output.splitlines() if line.startswith("crosscheck_case ")]
+    if "RESULT" not in output or "FAIL bad case" in output or "FAIL cannot write" in output:
+        failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+        raise AmcError(f"the {target.name} test program did not run {pack.name}: "
+                       f"{failed[0] if failed else _last_line(result)}")
+    return cases, seconds
 
 
 def bench_runtime(report: Report = _quiet) -> list[dict]:

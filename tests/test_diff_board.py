@@ -1,6 +1,7 @@
 """Neural-diff blobs applied in place on the boards under QEMU: two successive updates, by the
 rpi4 build of amc-patch under qemu-aarch64, and by the bare-metal Cortex-M7 runtime (its test
-program, on fixture packs holding the bundle's files) under qemu-system-arm."""
+program, on fixture packs holding the bundle's files) under qemu-system-arm, in the default build
+and in the large one that holds a whole bundle (`check_on_mcu`)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from tests.conftest import tiny_config
 from tests.test_diff_emit import fake_bundle
 
 
-def _chain(tmp_path: Path) -> tuple[Path, list[tuple[Path, Path]]]:
+def _chain(tmp_path: Path, padding: int = 0, target: str = "rpi4") -> tuple[Path, list[tuple[Path, Path]]]:
     """A base bundle and two successive updates (sparse, then hash) made by `amc diff`."""
     torch.manual_seed(0)
-    base = fake_bundle(BranchedEncoder(tiny_config()).eval(), tmp_path / "base")
+    base = fake_bundle(BranchedEncoder(tiny_config()).eval(), tmp_path / "base", padding=padding, target=target)
     current, chain = base, []
     rng = np.random.default_rng(4)
     for step, method in enumerate(("sparse", "hash")):
@@ -88,3 +89,27 @@ def test_blobs_apply_bare_metal_on_cortex_m7(tmp_path):
                             timeout=600)
     output = result.stdout + result.stderr
     assert "crosscheck cases=2 failed=0" in output, output[-2000:]
+
+
+@pytest.mark.cross
+def test_bundle_sized_blobs_apply_bare_metal_in_psram(tmp_path):
+    """The large bare-metal build (buffers in the mps2-an500 PSRAM) applies a chain to files
+    larger than the default build's 96 KiB and writes them back; a blob for another base is
+    refused, and a new bundle that is not what the blob makes is caught."""
+    from amc.compiler.bench_diff import check_on_mcu
+
+    base, chain = _chain(tmp_path, padding=100_000, target="cortex-m7")
+    assert sum((base / n).stat().st_size for n in ("fast.pte", "slow.pte", "arbitrator.pte")) > 3 * 96 * 1024
+    rows = check_on_mcu(chain, base, utterances=0, work=tmp_path / "m7")
+    assert [(r["applied"], r["files_equal"], r["dumped_files_equal"]) for r in rows] == [(True, True, True)] * 2
+    # the second update on v1's files: refused (AMC_E_BASE), nothing written back
+    wrong = check_on_mcu(chain[1:], base, utterances=0, work=tmp_path / "m7")
+    assert [(r["applied"], r["rc"], r["files_equal"]) for r in wrong] == [(False, -7, False)]
+    # a "new bundle" one byte away from what the first blob makes
+    tampered = tmp_path / "tampered"
+    shutil.copytree(chain[0][1], tampered)
+    data = bytearray((tampered / "slow.pte").read_bytes())
+    data[-1] ^= 1
+    (tampered / "slow.pte").write_bytes(bytes(data))
+    caught = check_on_mcu([(chain[0][0], tampered)], base, utterances=0, work=tmp_path / "m7")
+    assert [(r["applied"], r["files_equal"], r["dumped_files_equal"]) for r in caught] == [(True, False, False)]

@@ -59,3 +59,20 @@ def test_train_diff_rejects_unknown_method(setup, capsys):
     code, _, err = _run(["train-diff", str(base), "--data", str(tmp / "data"), "-o", str(tmp / "t.amcd"),
                          "--model", str(tmp / "ckpt"), "--method", "dense"], capsys)
     assert code != 0 and "amc: error" in err
+
+
+def test_bench_diff_hands_the_cortex_m7_bundle_to_the_api(tmp_path, capsys, monkeypatch):
+    from amc.compiler import bench_diff
+
+    seen = {}
+
+    def fake(updates, **options):
+        seen.update(options)
+        return {"rows": [], "cortex_m7": {"rows": []}}
+
+    monkeypatch.setattr(bench_diff, "bench_diff", fake)
+    (tmp_path / "m7").mkdir()
+    code, out, _ = _run(["bench", "diff", "--updates", str(tmp_path), "--cortex-m7", str(tmp_path / "m7"), "--json"],
+                        capsys)
+    assert code == 0 and json.loads(out)["cortex_m7"] == {"rows": []}
+    assert seen["cortex_m7"] == tmp_path / "m7"

@@ -26,15 +26,16 @@ from amc.model.diff import (DiffSettings, NeuralDiff, RegionDiff, blob_overhead,
 from tests.conftest import random_features, tiny_config
 
 
-def fake_bundle(model: BranchedEncoder, path: Path, seed: int = 0) -> Path:
-    """Graph files with the model's int8 regions at known offsets, and their manifest."""
+def fake_bundle(model: BranchedEncoder, path: Path, seed: int = 0, padding: int = 0, target: str = "rpi4") -> Path:
+    """Graph files with the model's int8 regions at known offsets (then `padding` more bytes each),
+    and their manifest."""
     rng = np.random.default_rng(seed)
     grids = estimate_grids(model)
     graphs = {"fast": [g for g in grids if not g.parameter.startswith("slow.")],
               "slow": [g for g in grids if not g.parameter.startswith("fast.")],
               "arbitrator": []}
     path.mkdir(parents=True)
-    manifest = {"schema": "amc-bundle", "schema_version": 1, "target": "rpi4", "backend": "executorch",
+    manifest = {"schema": "amc-bundle", "schema_version": 1, "target": target, "backend": "executorch",
                 "model": {"config": model.config.to_json()}, "passes": [], "graphs": {}, "weight_map": []}
     for graph, held in graphs.items():
         data = bytearray(rng.bytes(200))
@@ -51,6 +52,8 @@ def fake_bundle(model: BranchedEncoder, path: Path, seed: int = 0) -> Path:
                                  "rounding": "round_half_even(float * (1 / scale)) + zero_point",
                                  "scales": [float(s) for s in grid.scales],
                                  "zero_points": [0] * len(grid.scales)}})
+        if padding:
+            data += rng.bytes(padding)
         (path / f"{graph}.pte").write_bytes(bytes(data))
         manifest["graphs"][graph] = {"file": f"{graph}.pte", "sha256": hashlib.sha256(bytes(data)).hexdigest()}
     (path / "manifest.json").write_text(json.dumps(manifest))

@@ -84,6 +84,9 @@ def bench_diff(
                                         help="The v1 bundle (default: compiled from the reference into build/)."),
     work: Path = typer.Option(Path("build/bench-diff"), "--work", help="Where blobs and bundles go."),
     retrain: bool = typer.Option(False, "--retrain", help="Retrain the shipped diffs first (into --updates)."),
+    cortex_m7: Optional[Path] = typer.Option(None, "--cortex-m7", exists=True, file_okay=False,
+                                             help="Also apply every sparse and hash chain bare-metal under "
+                                                  "qemu-system-arm to this v1 bundle (amc compile --target cortex-m7)."),
     json_out: bool = Json,
 ) -> None:
     """Five successive updates: CER and blob sizes per method, against generic binary diffs."""
@@ -91,7 +94,8 @@ def bench_diff(
 
     with progress_bar(not json_out) as report:
         result = run(updates, base=base, work=work, retrain=retrain, report=report,
-                     log=lambda entry: stderr.print(entry))     # each row as it is measured
+                     log=lambda entry: stderr.print(entry),     # each row as it is measured
+                     cortex_m7=cortex_m7)
     if json_out:
         print_json(result)
         return

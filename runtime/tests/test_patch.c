@@ -5,6 +5,9 @@
  *
  *   amc_patch_tests PACK...        run every case of every pack, print one line per suite
  *   amc_patch_tests --bench PACK   time verify+apply of each case (host), print throughput
+ *   amc_patch_tests --dump DIR PACK...  also write each crosscheck case's files, as the apply
+ *                                  left them, to DIR/case<K>-file<I>.bin and print one
+ *                                  `crosscheck_case` line per case
  *
  * Suites (per case flags): crosscheck (apply == new), reject (expected error, storage
  * unchanged), powercut (cut at every operation, clean and torn; resume == new; rollback ==
@@ -28,8 +31,11 @@
 #ifndef MAX_BLOB_BYTES
 #define MAX_BLOB_BYTES (64u * 1024u)
 #endif
+/* every file rounded up to whole pages (of at most 8 KiB) and the backup pages; more is refused */
 #define FLASH_BYTES (2u * MAX_FILE_BYTES + 64u * 1024u)
-#define BUCKET_BYTES 4096u
+#ifndef BUCKET_BYTES
+#define BUCKET_BYTES 4096u                 /* the largest bucket buffer a case may ask for */
+#endif
 
 #define F_POWERCUT 1u
 #define F_BADBLOB 2u
@@ -48,14 +54,22 @@ typedef struct test_case {
     const uint8_t *trusted_digest, *trusted_sig;   /* what the signer signed */
 } test_case_t;
 
-static uint8_t g_files[2 * MAX_FILE_BYTES];
-static uint8_t g_blob[MAX_BLOB_BYTES], g_mutant[MAX_BLOB_BYTES];
-static uint8_t g_flash[FLASH_BYTES], g_snapshot[FLASH_BYTES];
+/* AMC_TEST_PSRAM: the large buffers go to the board's PSRAM (baremetal/mps2-an500-psram.ld) */
+#ifdef AMC_TEST_PSRAM
+#define LARGE_BUFFER __attribute__((section(".psram")))
+#else
+#define LARGE_BUFFER
+#endif
+
+static uint8_t g_files[2 * MAX_FILE_BYTES] LARGE_BUFFER;
+static uint8_t g_blob[MAX_BLOB_BYTES] LARGE_BUFFER, g_mutant[MAX_BLOB_BYTES] LARGE_BUFFER;
+static uint8_t g_flash[FLASH_BYTES] LARGE_BUFFER, g_snapshot[FLASH_BYTES] LARGE_BUFFER;
 static uint8_t g_snapshot_progress[2][AMC_PROGRESS_SIZE];
-static uint8_t g_page[8192], g_buckets[BUCKET_BYTES];
+static uint8_t g_page[8192], g_buckets[BUCKET_BYTES] LARGE_BUFFER;
 static uint8_t g_public_key[32];
 static uint8_t g_trusted[AMC_TRAILER_SIZE];   /* digest + signature the trusted key made */
 static uint32_t g_rng = 0x2545F491u;
+static const char *g_dump_dir;                /* --dump DIR */
 
 static uint32_t rng(void)
 {
@@ -90,7 +104,8 @@ static int read_case(FILE *fp, test_case_t *c)
     c->flags = head[2];
     c->expect_error = (int32_t)err;
     c->min_version = (uint64_t)hi << 32 | lo;
-    if (c->nfiles == 0 || c->nfiles > AMC_CONFIG_MAX_FILES || c->page_size > sizeof g_page)
+    if (c->nfiles == 0 || c->nfiles > AMC_CONFIG_MAX_FILES || c->page_size > sizeof g_page ||
+        c->bucket_buf_size > BUCKET_BYTES)
         return -1;
     for (i = 0; i < c->nfiles; i++) {
         if (rd32(fp, &c->size[i]) || c->size[i] > MAX_FILE_BYTES - used) return -1;
@@ -213,20 +228,51 @@ static int unchanged(const rig_t *r)
            r->flash.erases == 0 && r->flash.writes == 0 && r->flash.progress_writes == 0;
 }
 
+/* The files of crosscheck case `index` as the apply left them, to DIR/case<K>-file<I>.bin
+ * (through semihosting on bare metal). 0 = written. */
+static int dump_files(const rig_t *r, const test_case_t *c, unsigned long index)
+{
+    char path[512];
+    unsigned i;
+    for (i = 0; i < c->nfiles; i++) {
+        FILE *fp;
+        size_t written = 0;
+        snprintf(path, sizeof path, "%s/case%lu-file%u.bin", g_dump_dir, index, i);
+        fp = fopen(path, "wb");
+        if (fp) {
+            written = fwrite(r->flash.mem + r->flash.area_off[i], 1, c->size[i], fp);
+            if (fclose(fp) != 0) written = 0;
+        }
+        if (written != c->size[i]) {
+            printf("FAIL cannot write %s\n", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- suites ------------------------------------------------------------------------------ */
 
 
 static void crosscheck(const test_case_t *c)
 {
     rig_t r;
-    int rc;
+    int rc, equal;
+    clock_t t0;
     T.cross_cases++;
     if (rig_init(&r, c, c->backup_pages) != 0) {
         T.cross_failed++;
         return;
     }
+    t0 = clock();
     rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
-    if (rc != 0 || !files_equal(&r, c, 1)) {
+    equal = rc == 0 && files_equal(&r, c, 1);
+    if (g_dump_dir) {
+        printf("crosscheck_case index=%lu rc=%d files_equal=%d seconds=%.2f\n", T.cross_cases - 1, rc,
+               equal, (double)(clock() - t0) / CLOCKS_PER_SEC);
+        if (rc == 0 && dump_files(&r, c, T.cross_cases - 1) != 0) equal = 0;
+    }
+    if (!equal) {
         T.cross_failed++;
         printf("FAIL crosscheck case rc=%d (%s)\n", rc, amc_strerror(rc));
         return;
@@ -484,10 +530,14 @@ int main(int argc, char **argv)
             bench_mode = 1;
             continue;
         }
+        if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) {
+            g_dump_dir = argv[++i];
+            continue;
+        }
         bad |= run_pack(argv[i], bench_mode);
     }
     if (argc < 2) {
-        printf("usage: amc_patch_tests [--bench] PACK...\n");
+        printf("usage: amc_patch_tests [--bench] [--dump DIR] PACK...\n");
         return 2;
     }
     if (!bench_mode) {
