@@ -268,6 +268,9 @@ def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", set
         config = replace(config, hidden=base.config.hidden, layers=base.config.layers)
         if settings.fast_epochs == 0 and base.config.fast_variant == variant:
             config = replace(config, fast_rank=base.config.fast_rank, fast_density=base.config.fast_density)
+        if settings.joint_epochs == 0:      # the init's arbitrator is kept, and so is what it reads
+            config = replace(config, backlog_scale_ms=base.config.backlog_scale_ms,
+                             route_threshold=base.config.route_threshold)
     model, history = train(config, train_data, dev_data, settings, report=report, log=log, init=base)
     history["train_seconds"] = round(time.time() - started, 1)
     history["train_utterances"] = len(train_data)

@@ -154,3 +154,17 @@ def test_init_keeps_the_fast_branch_only_when_it_fits(rank, kept):
     assert torch.equal(model.arbitrator.output.weight, init.arbitrator.output.weight)   # no joint phase
     same = [torch.equal(a, b) for a, b in zip(model.fast.state_dict().values(), init.fast.state_dict().values())]
     assert all(same) if kept else not any(same)
+
+
+def test_a_kept_arbitrator_keeps_the_backlog_scale_it_was_trained_with(tmp_path, monkeypatch):
+    from amc.model import dataset
+    from amc.model.train import train_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(BranchedEncoder(tiny_config(backlog_scale_ms=7.0)).eval(), tmp_path / "init")
+    monkeypatch.setattr(dataset, "load_features", lambda path, features, report=None: random_features(4))
+    for joint_epochs, scale in ((0, 7.0), (1, 100.0)):
+        out = tmp_path / f"joint{joint_epochs}"
+        train_checkpoint(tmp_path / "data", out, settings=TrainSettings(fast_epochs=0, joint_epochs=joint_epochs),
+                         rank=4, backlog_scale_ms=100.0, init=tmp_path / "init")
+        assert load_checkpoint(out).config.backlog_scale_ms == scale
