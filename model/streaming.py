@@ -21,6 +21,8 @@ class StreamResult:
     p_fast: torch.Tensor     # (batch, time): the fast share of each frame (0/1 when hard)
     backlog_ms: torch.Tensor  # (batch, time): backlog seen before each frame (differentiable in the routes)
     mask: torch.Tensor       # (batch, time): 1 on real frames
+    state_gap: torch.Tensor  # (batch, time): mean squared gap of the fast branch's next state from the slow
+    #                          branch's, both from the same (routed) state; 0 where only one branch ran
 
 
 def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route: str,
@@ -35,7 +37,7 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
     h, c = model.initial_state(batch)
     backlog = x.new_zeros(batch, 1)
     mask = (torch.arange(steps)[None, :] < lengths[:, None]).to(x.dtype)
-    tops, shares, backlogs = [], [], []
+    tops, shares, backlogs, gaps = [], [], [], []
     for t in range(steps):
         frame = frames[:, t]
         backlog = backlog * mask[:, t:t + 1]
@@ -48,7 +50,8 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
                 p = F.gumbel_softmax(logits, tau=tau, hard=False)[:, 1:2]
         else:
             p = x.new_full((batch, 1), 1.0 if route == "fast" else 0.0)
-        h, c = _mix(model, frame, h, c, p)
+        h, c, gap = _mix(model, frame, h, c, p)
+        gaps.append(gap)
         tops.append(h[:, -config.hidden:])
         shares.append(p[:, 0])
         cost = (1 - p) * costs_ms.slow + p * costs_ms.fast      # differentiable in training: the
@@ -57,15 +60,19 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
             cost = cost + costs_ms.arbitrator
         backlog = advance_backlog(backlog, cost, config.features.frame_ms)
     logits = model.head(torch.stack(tops, dim=1))
-    return StreamResult(logits, torch.stack(shares, dim=1), torch.stack(backlogs, dim=1), mask)
+    return StreamResult(logits, torch.stack(shares, dim=1), torch.stack(backlogs, dim=1), mask,
+                        torch.stack(gaps, dim=1) * mask)
 
 
 def _mix(model: BranchedEncoder, frame, h, c, p):
-    """Run the branch(es) the routes need and mix their states by the fast share p."""
+    """Run the branch(es) the routes need and mix their states by the fast share p; also the
+    gap between the two branches' next states when both ran (the slow one as the target), which
+    is what a switch of route costs the branch that takes over."""
     if not p.requires_grad and bool((p == 0).all()):
-        return model.slow.step(frame, h, c)
+        return *model.slow.step(frame, h, c), frame.new_zeros(frame.shape[0])
     if not p.requires_grad and bool((p == 1).all()):
-        return model.fast.step(frame, h, c)
+        return *model.fast.step(frame, h, c), frame.new_zeros(frame.shape[0])
     hs, cs = model.slow.step(frame, h, c)
     hf, cf = model.fast.step(frame, h, c)
-    return (1 - p) * hs + p * hf, (1 - p) * cs + p * cf
+    gap = ((hf - hs.detach()) ** 2).mean(-1) + ((cf - cs.detach()) ** 2).mean(-1)
+    return (1 - p) * hs + p * hf, (1 - p) * cs + p * cf, gap

@@ -8,7 +8,11 @@
    is simulated along each utterance from the branch costs and the processor speed. Loss: CTC of
    the routed model (plus CTC of each branch alone, so either can run any frame), a compute-cost
    term, L_amr, the penalty for routing to the fast branch while there is no significant
-   backlog, and the mean backlog itself, differentiable through the routes that built it."""
+   backlog, and the mean backlog itself, differentiable through the routes that built it.
+
+Optionally (`distill_weight`, `state_weight`) the fast branch is distilled from the slow one: its
+per-frame posteriors (phases 2 and 3) and, in phase 3, its next state from the routed state, so
+that the branch taking over after a switch of route finds the state it expects."""
 
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class TrainSettings:
     tau_end: float = 0.1
     joint_utterances: int = 0         # 0: all; else a random subset per joint epoch
     distill_weight: float = 0.0       # KL from the slow branch's posteriors to the fast branch's, per frame
+    state_weight: float = 0.0         # joint: the fast branch's next state pulled to the slow one's, per frame
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -201,6 +206,7 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             fast_logits = model.sequence_logits("fast", batch.x)
             loss = (ctc(result.logits, batch) + 0.5 * ctc(slow_logits, batch) + 0.5 * ctc(fast_logits, batch)
                     + 0.5 * settings.distill_weight * distillation(fast_logits, slow_logits, batch.lengths)
+                    + settings.state_weight * result.state_gap.sum() / frames
                     + settings.cost_weight * cost + settings.amr_weight * amr
                     + settings.latency_weight * latency + settings.eou_weight * end_of_utterance)
             _step(optimizer, loss, params)

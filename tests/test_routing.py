@@ -9,7 +9,8 @@ import torch
 from amc.model.decoding import edit_distance, error_rates, greedy_decode
 from amc.model.evaluate import backlog_trace, evaluate_model
 from amc.model.routing import BranchCosts, advance_backlog
-from tests.conftest import random_features
+from amc.model.streaming import stream
+from tests.conftest import random_features, tiny_config
 
 
 def test_backlog_grows_by_the_overrun_and_never_goes_negative():
@@ -58,3 +59,22 @@ def test_arbitrated_stream_matches_its_own_backlog_bookkeeping(tiny_model):
     for trace in result["traces"]:
         assert np.allclose(trace["backlog_ms"], backlog_trace(trace["fast"], costs_ms, 30.0, arbitrated=True))
     assert 0.0 <= result["fast_fraction"] <= 1.0
+
+
+def test_state_gap_measures_how_far_the_fast_branch_lands_from_the_slow_one():
+    from amc.model.branched import BranchedEncoder
+    from amc.model.train import init_fast_from_slow
+
+    torch.manual_seed(5)
+    model = BranchedEncoder(tiny_config(fast_variant="sparse")).eval()
+    init_fast_from_slow(model)                   # an unpruned copy: both branches step alike
+    x, lengths = torch.randn(2, 12, 120), torch.tensor([12, 7])
+    costs = BranchCosts(1.0, 0.1, 0.01).ms(1.0)
+    with torch.no_grad():
+        same = stream(model, x, lengths, "arbitrator", costs, tau=1.0).state_gap
+        model.fast.projections[0].linear.weight.add_(0.05 * torch.randn_like(model.fast.projections[0].linear.weight))
+        apart = stream(model, x, lengths, "arbitrator", costs, tau=1.0)
+        hard = stream(model, x, lengths, "slow", costs).state_gap
+    assert same.abs().max() < 1e-10
+    assert (apart.state_gap[0] > 0).all() and (apart.state_gap[1, 7:] == 0).all()   # padding counts nothing
+    assert (hard == 0).all()                     # one branch ran: nothing to compare

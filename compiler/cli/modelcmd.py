@@ -34,6 +34,9 @@ def train(
     eou_weight: float = typer.Option(1.0, help="Weight of the end-of-utterance backlog term."),
     distill: float = typer.Option(0.0, help="Weight of the frame-level distillation of the fast branch from the "
                                             "slow one (fast phase, and half of it in the joint phase)."),
+    state_distill: float = typer.Option(0.0, help="Joint phase: weight of the gap between the fast branch's next "
+                                                  "state and the slow one's from the same state, every frame, "
+                                                  "so that switching routes costs little."),
     backlog_scale_ms: float = typer.Option(100.0, help="The arbitrator sees backlog_ms / this."),
     cell_clip: float = typer.Option(8.0, help="Clamp the LSTM cell state to +-this every step (0: no clip); "
                                               "a bounded cell state is what lets int8 keep it."),
@@ -51,7 +54,7 @@ def train(
     settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
                              joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
                              cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight,
-                             distill_weight=distill, seed=seed)
+                             distill_weight=distill, state_weight=state_distill, seed=seed)
     with progress_bar(not json_out) as report:
         result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density,
                                   backlog_scale_ms=backlog_scale_ms, cell_clip=cell_clip or None, init=init,
