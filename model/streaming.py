@@ -26,9 +26,10 @@ class StreamResult:
 
 
 def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route: str,
-           costs_ms: BranchCosts, tau: float | None = None) -> StreamResult:
-    """x (batch, time, frame_dim). With `tau`, routes are soft Gumbel-softmax samples at that
-    temperature (training); without, the device's hard rule."""
+           costs_ms: BranchCosts, tau: float | None = None, hard: bool = False) -> StreamResult:
+    """x (batch, time, frame_dim). With `tau`, routes are Gumbel-softmax samples at that
+    temperature (training): soft, or with `hard` one-hot forward and soft backward (straight
+    through), so the branches see exactly the switches a device makes; without, the device's rule."""
     if route not in ROUTE_MODES:
         raise ValueError(route)
     config = model.config
@@ -47,7 +48,7 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
             if tau is None:
                 p = choose_fast(logits, config.route_threshold).to(x.dtype)[:, None]
             else:
-                p = F.gumbel_softmax(logits, tau=tau, hard=False)[:, 1:2]
+                p = F.gumbel_softmax(logits, tau=tau, hard=hard)[:, 1:2]
         else:
             p = x.new_full((batch, 1), 1.0 if route == "fast" else 0.0)
         h, c, gap = _mix(model, frame, h, c, p)

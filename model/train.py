@@ -56,6 +56,7 @@ class TrainSettings:
     joint_utterances: int = 0         # 0: all; else a random subset per joint epoch
     distill_weight: float = 0.0       # KL from the slow branch's posteriors to the fast branch's, per frame
     state_weight: float = 0.0         # joint: the fast branch's next state pulled to the slow one's, per frame
+    hard_routes: bool = False         # joint: straight-through one-hot routes instead of soft ones
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -193,7 +194,8 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             subset = train_data.subset(rng.sample(range(len(train_data)), settings.joint_utterances))
         started, losses = time.time(), []
         for batch in batches(subset, settings.batch_size, config, rng):
-            result = stream(model, batch.x, batch.lengths, "arbitrator", costs_ms, tau=tau)
+            result = stream(model, batch.x, batch.lengths, "arbitrator", costs_ms, tau=tau,
+                            hard=settings.hard_routes)
             frames = result.mask.sum()
             p_fast = result.p_fast * result.mask
             cost = ((1 - p_fast) * costs.slow + p_fast * costs.fast).sum() / frames / costs.slow

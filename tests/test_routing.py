@@ -78,3 +78,14 @@ def test_state_gap_measures_how_far_the_fast_branch_lands_from_the_slow_one():
     assert same.abs().max() < 1e-10
     assert (apart.state_gap[0] > 0).all() and (apart.state_gap[1, 7:] == 0).all()   # padding counts nothing
     assert (hard == 0).all()                     # one branch ran: nothing to compare
+
+
+def test_hard_training_routes_are_one_hot_and_still_carry_gradients(tiny_model):
+    x, lengths = torch.randn(2, 10, 120), torch.tensor([10, 10])
+    costs = BranchCosts(1.0, 0.1, 0.01).ms(1.0)
+    soft = stream(tiny_model, x, lengths, "arbitrator", costs, tau=1.0)
+    hard = stream(tiny_model, x, lengths, "arbitrator", costs, tau=1.0, hard=True)
+    assert not ((soft.p_fast == 0) | (soft.p_fast == 1)).all()
+    assert ((hard.p_fast == 0) | (hard.p_fast == 1)).all()
+    hard.logits.sum().backward()
+    assert tiny_model.arbitrator.output.weight.grad.abs().sum() > 0

@@ -37,6 +37,8 @@ def train(
     state_distill: float = typer.Option(0.0, help="Joint phase: weight of the gap between the fast branch's next "
                                                   "state and the slow one's from the same state, every frame, "
                                                   "so that switching routes costs little."),
+    hard_routes: bool = typer.Option(False, help="Joint phase: one-hot routes forward, soft backward (straight-"
+                                                 "through Gumbel), so the branches train on real switches."),
     backlog_scale_ms: float = typer.Option(100.0, help="The arbitrator sees backlog_ms / this."),
     cell_clip: float = typer.Option(8.0, help="Clamp the LSTM cell state to +-this every step (0: no clip); "
                                               "a bounded cell state is what lets int8 keep it."),
@@ -54,7 +56,8 @@ def train(
     settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
                              joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
                              cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight,
-                             distill_weight=distill, state_weight=state_distill, seed=seed)
+                             distill_weight=distill, state_weight=state_distill,
+                             hard_routes=hard_routes, seed=seed)
     with progress_bar(not json_out) as report:
         result = train_checkpoint(data, out, variant, settings, hidden=hidden, rank=rank, density=density,
                                   backlog_scale_ms=backlog_scale_ms, cell_clip=cell_clip or None, init=init,
