@@ -644,8 +644,8 @@ def patch_mcu_bundle(target: Target, bundle: Path, recording: Recording, micro_o
     from amc.compiler.patch_runtime import apply_patch, host_cli
 
     bare_metal = (f"the patch runtime's bare-metal suites run on {target.name} under qemu-system-arm in "
-                  f"`amc runtime test --target {target.name}` (test files of up to 96 KiB a case); whole "
-                  f"bundles of up to 1.5 MiB are patched bare-metal on cortex-m7 by `amc bench diff --cortex-m7 BUNDLE`")
+                  f"`amc runtime test --target {target.name}` (test files of up to 96 KiB a case); whole bundles "
+                  f"of up to 1.5 MiB are patched bare-metal on cortex-m7 by `amc bench diff --cortex-m7 BUNDLE`")
     try:
         host_cli(report)
     except AmcError as missing:
