@@ -12,7 +12,8 @@
 
 Optionally (`distill_weight`, `state_weight`) the fast branch is distilled from the slow one: its
 per-frame posteriors (phases 2 and 3) and, in phase 3, its next state from the routed state, so
-that the branch taking over after a switch of route finds the state it expects."""
+that the branch taking over after a switch of route finds the state it expects; and phase 3 may
+sample one-hot routes (`hard_routes`, straight-through), so the branches train on real switches."""
 
 from __future__ import annotations
 
