@@ -128,7 +128,7 @@ def _blob_step(previous: Path, diff: Path, step_dir: Path, chain: str, budget_by
 def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | None = None,
                work: Path | str = Path("build/bench-diff"), retrain: bool = False,
                report: Report = _quiet, log: Callable[[dict], None] | None = None,
-               cortex_m7: Path | str | None = None) -> dict:
+               cortex_m7: Path | str | None = None, rpi4_board: bool = False) -> dict:
     from amc.compiler.diff import grids_from_bundle, make_diff, read_base
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
     from amc.model.corpus.updates import update_training_set
@@ -234,8 +234,23 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                 report("bench diff", k * len(chains) + 2 + len(rows) % len(chains), steps)
     out = {"scenario": scenario, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
            "rows": rows, "seconds": round(time.time() - started, 1), "summary": summarize(rows)}
+    if rpi4_board:
+        out["rpi4_board"] = board_rows(rows, base_path, work / "board", report)
     if cortex_m7 is not None:
         out["cortex_m7"] = bench_diff_on_mcu(updates, cortex_m7, work / "cortex-m7", report=report)
+    return out
+
+
+def board_rows(rows: list[dict], base: Path, work: Path, report: Report = _quiet) -> list[dict]:
+    """Every sparse and hash chain of the table's rows, applied blob by blob on the emulated Pi 4
+    (`check_on_board`), one row per blob with its chain."""
+    out = []
+    for chain in sorted({f"{r['method']}-{r['budget']}" for r in rows if r["method"] in ("sparse", "hash")}):
+        steps = [r for r in rows if f"{r['method']}-{r.get('budget')}" == chain]
+        checked = check_on_board([(Path(r["blob"]), Path(r["bundle"])) for r in steps], base, work=work,
+                                 report=report)
+        out += [{"chain": chain, "update": r["update"], "blob_bytes": r["blob_bytes"], **c}
+                for r, c in zip(steps, checked)]
     return out
 
 
@@ -273,6 +288,12 @@ def render_markdown(result: dict) -> str:
         blob = "-" if r["method"] == "full" else str(r["blob_bytes"])
         lines.append(f"| {r['update']} | {what} | {blob} | {generic['bsdiff4']} | {generic['detools_inplace']} | "
                      f"{generic['zstd_patch_from']} | {generic['xdelta3']} |")
+    if "rpi4_board" in result:
+        lines += ["", "| chain (emulated Pi 4) | update | blob bytes | files equal | outputs compared | "
+                      "max int8 step diff |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in result["rpi4_board"]:
+            lines.append(f"| {r['chain']} | {r['update']} | {r['blob_bytes']} | {r['files_equal']} | "
+                         f"{r['outputs_compared']} | {r['max_int8_step_diff']} |")
     if "cortex_m7" in result:
         lines += ["", "| chain | update | blob bytes | applied | files equal | outputs compared | max int8 step diff |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -76,3 +76,6 @@ def test_bench_diff_hands_the_cortex_m7_bundle_to_the_api(tmp_path, capsys, monk
                         capsys)
     assert code == 0 and json.loads(out)["cortex_m7"] == {"rows": []}
     assert seen["cortex_m7"] == tmp_path / "m7"
+    assert seen["rpi4_board"] is False
+    code, _, _ = _run(["bench", "diff", "--updates", str(tmp_path), "--rpi4-board", "--json"], capsys)
+    assert code == 0 and seen["rpi4_board"] is True

@@ -87,6 +87,9 @@ def bench_diff(
     cortex_m7: Optional[Path] = typer.Option(None, "--cortex-m7", exists=True, file_okay=False,
                                              help="Also apply every sparse and hash chain bare-metal under "
                                                   "qemu-system-arm to this v1 bundle (amc compile --target cortex-m7)."),
+    rpi4_board: bool = typer.Option(False, "--rpi4-board", help="Also apply every sparse and hash chain in place "
+                                                                "on the emulated Pi 4 (the board's amc-patch and "
+                                                                "amc-runner under qemu-aarch64)."),
     json_out: bool = Json,
 ) -> None:
     """Five successive updates: CER and blob sizes per method, against generic binary diffs."""
@@ -95,7 +98,7 @@ def bench_diff(
     with progress_bar(not json_out) as report:
         result = run(updates, base=base, work=work, retrain=retrain, report=report,
                      log=lambda entry: stderr.print(entry),     # each row as it is measured
-                     cortex_m7=cortex_m7)
+                     cortex_m7=cortex_m7, rpi4_board=rpi4_board)
     if json_out:
         print_json(result)
         return
