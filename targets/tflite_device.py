@@ -193,14 +193,21 @@ def info() -> None:
 
 # ---- AMCR and AMCF files (the host's side: targets/device_runner.py) ----------------------------------
 
-def read_records(path: str) -> list[list[np.ndarray]]:
+def _read_versioned(path: str, magic: bytes) -> tuple[bytes, int, int]:
+    """A file's bytes and the two counts after its magic and version 1 (16-byte header)."""
     with open(path, "rb") as handle:
         data = handle.read()
-    if data[:4] != b"AMCR" or len(data) < 16:
-        raise BadInput(f"{path}: not an AMCR file")
-    version, count, per_record = struct.unpack_from("<III", data, 4)
+    name = magic.decode()
+    if data[:4] != magic or len(data) < 16:
+        raise BadInput(f"{path}: not an {name} file")
+    version, first, second = struct.unpack_from("<III", data, 4)
     if version != 1:
-        raise BadInput(f"{path}: AMCR version {version} is not supported")
+        raise BadInput(f"{path}: {name} version {version} is not supported")
+    return data, first, second
+
+
+def read_records(path: str) -> list[list[np.ndarray]]:
+    data, count, per_record = _read_versioned(path, b"AMCR")
     offset, records = 16, []
     for _ in range(count):
         record = []
@@ -233,13 +240,7 @@ def write_records(path: str, records: list[list[np.ndarray]]) -> None:
 
 
 def read_features(path: str) -> list[np.ndarray]:
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if data[:4] != b"AMCF" or len(data) < 16:
-        raise BadInput(f"{path}: not an AMCF file")
-    version, frame_dim, count = struct.unpack_from("<III", data, 4)
-    if version != 1:
-        raise BadInput(f"{path}: AMCF version {version} is not supported")
+    data, frame_dim, count = _read_versioned(path, b"AMCF")
     offset, utterances = 16, []
     for _ in range(count):
         if offset + 4 > len(data):
