@@ -128,7 +128,11 @@ def _blob_step(previous: Path, diff: Path, step_dir: Path, chain: str, budget_by
 def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | None = None,
                work: Path | str = Path("build/bench-diff"), retrain: bool = False,
                report: Report = _quiet, log: Callable[[dict], None] | None = None,
-               cortex_m7: Path | str | None = None, rpi4_board: bool = False) -> dict:
+               cortex_m7: Path | str | None = None, rpi4_board: bool = False, split: str = "test",
+               only: tuple[str, ...] = ()) -> dict:
+    """The table. `split="dev"` scores on the development sets instead (the old corpus's dev split
+    and each update's dev/), for tuning a recipe without the test sets; `only` names the chains to
+    run (`sparse-10%`, `hash-2%`, `largest-10%`, ...), the full retrain always runs."""
     from amc.compiler.diff import grids_from_bundle, make_diff, read_base
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
     from amc.model.corpus.updates import update_training_set
@@ -139,22 +143,28 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
     started = time.time()
     updates, work = Path(updates), Path(work)
     scenario = read_scenario(updates)
+    every = [f"{method}-{budget}" for budget in scenario["budgets"] for method in ("sparse", "hash", "largest")]
+    unknown = [c for c in only if c not in every]
+    if unknown:
+        raise InputError(f"unknown chain '{unknown[0]}' (use {', '.join(every)})")
+    if split not in ("test", "dev"):
+        raise InputError(f"unknown split '{split}' (use test or dev)")
+    running = [c for c in every if not only or c in only]
     log = log or (lambda entry: None)
     work.mkdir(parents=True, exist_ok=True)
     base_path = _base_bundle(Path(base) if base else None, work, report)
     base_bundle = read_base(base_path)
     reference = load_checkpoint(scenario.get("reference") or base_bundle.manifest["model"].get("checkpoint"))
     config = reference.config
-    old_test = load_features(scenario["old_test"], config.features)
+    old_test = load_features(Path(scenario["old_test"]).parent / split, config.features)
     old_test = old_test.subset(range(min(len(old_test), scenario["old_test_utterances"])))
     budgets = scenario["budgets"]                      # name -> fraction of the bundle
     data_dir = Path(scenario["data"])
     names = scenario["updates"]
     file_names = tuple(base_bundle.files)
     chains = {"full": base_path}
-    for budget in budgets:
-        for method in ("sparse", "hash", "largest"):
-            chains[f"{method}-{budget}"] = base_path
+    for chain in running:
+        chains[chain] = base_path
     full_model = reference
     rows = []
 
@@ -165,16 +175,16 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                     "route": route}
 
     grids0 = grids_from_bundle(base_bundle)
-    first_test = load_features(data_dir / names[0] / "test", config.features)
+    first_test = load_features(data_dir / names[0] / split, config.features)
     rows.append({"update": "v1", "method": "deployed", "blob": None, "blob_bytes": 0,
                  "bundle_bytes": base_bundle.bundle_bytes,
                  **evaluate(deployed_model(reference, grids0), first_test)})
     log(rows[-1])
     steps = len(names) * len(chains)
-    for k, name in enumerate(names):
+    for name in names:
         step_dir = work / name
         step_dir.mkdir(exist_ok=True)
-        new_test = load_features(data_dir / name / "test", config.features)
+        new_test = load_features(data_dir / name / split, config.features)
         train_data = update_training_set(data_dir / name, config.features, scenario["old_train"],
                                          scenario["old_train_utterances"], scenario["seed"])
         # the reference: full retraining, requantized on the frozen scales (no budget)
@@ -196,11 +206,13 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                **evaluate(deployed_model(full_model, full_grids), new_test)}
         rows.append(row)
         log(row)
-        report("bench diff", k * len(chains) + 1, steps)
+        report("bench diff", len(rows) - 1, steps)
         for budget, fraction in budgets.items():
             budget_bytes = int(base_bundle.bundle_bytes * fraction)
             for method in ("sparse", "hash", "largest"):
                 chain = f"{method}-{budget}"
+                if chain not in chains:
+                    continue
                 previous = chains[chain]
                 grids = grids_from_bundle(read_base(previous))
                 diff_path = updates / name / f"{chain}.amcd"
@@ -231,8 +243,8 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                                                                     read_base(result.bundle).files)
                 rows.append(row)
                 log(row)
-                report("bench diff", k * len(chains) + 2 + len(rows) % len(chains), steps)
-    out = {"scenario": scenario, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
+                report("bench diff", len(rows) - 1, steps)
+    out = {"scenario": scenario, "split": split, "base": str(base_path), "bundle_bytes": base_bundle.bundle_bytes,
            "rows": rows, "seconds": round(time.time() - started, 1), "summary": summarize(rows)}
     if rpi4_board:
         out["rpi4_board"] = board_rows(rows, base_path, work / "board", report)

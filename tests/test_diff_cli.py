@@ -77,5 +77,20 @@ def test_bench_diff_hands_the_cortex_m7_bundle_to_the_api(tmp_path, capsys, monk
     assert code == 0 and json.loads(out)["cortex_m7"] == {"rows": []}
     assert seen["cortex_m7"] == tmp_path / "m7"
     assert seen["rpi4_board"] is False
-    code, _, _ = _run(["bench", "diff", "--updates", str(tmp_path), "--rpi4-board", "--json"], capsys)
+    assert seen["split"] == "test" and seen["only"] == ()
+    code, _, _ = _run(["bench", "diff", "--updates", str(tmp_path), "--rpi4-board", "--split", "dev",
+                       "--only", "sparse-10%", "--only", "hash-2%", "--json"], capsys)
     assert code == 0 and seen["rpi4_board"] is True
+    assert seen["split"] == "dev" and seen["only"] == ("sparse-10%", "hash-2%")
+
+
+def test_bench_diff_refuses_an_unknown_chain_or_split_before_any_work(tmp_path):
+    from amc.compiler.bench_diff import bench_diff
+    from amc.compiler.errors import InputError
+
+    (tmp_path / "scenario.json").write_text(json.dumps({"budgets": {"10%": 0.1}}))
+    with pytest.raises(InputError, match="unknown chain 'dense-10%' \\(use sparse-10%, hash-10%, largest-10%\\)"):
+        bench_diff(tmp_path, only=("dense-10%",), work=tmp_path / "work")
+    with pytest.raises(InputError, match="unknown split 'train'"):
+        bench_diff(tmp_path, split="train", work=tmp_path / "work")
+    assert not (tmp_path / "work").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +90,14 @@ def test_update_sentences_hold_their_new_words():
 
 
 def test_new_words_are_new_to_the_corpus(tmp_path):
-    """The default corpus's transcripts (seed 0, default sizes), drawn without synthesizing audio,
-    hold none of the update words."""
-    import json
-
+    """The reference model's corpus (seed 0, 20,000 training utterances), drawn without
+    synthesizing audio, holds none of the update words."""
     from amc.model.corpus.grammar import Grammar
     from amc.model.corpus.synth import draw_sentences
     from amc.model.corpus.updates import UPDATES, check_new_words
     from amc.model.corpus.vocabulary import build_vocabulary
 
-    sentences = draw_sentences(Grammar(build_vocabulary(0)), 0, {"train": 6000, "dev": 300, "test": 500})
+    sentences = draw_sentences(Grammar(build_vocabulary(0)), 0, {"train": 20000, "dev": 300, "test": 500})
     for split, drawn in sentences.items():
         (tmp_path / split).mkdir()
         lines = [json.dumps({"file_name": f"{i}.wav", "text": text}) for i, (_, text) in enumerate(drawn)]
@@ -106,3 +106,26 @@ def test_new_words_are_new_to_the_corpus(tmp_path):
     words = next(u.words for u in UPDATES)
     (tmp_path / "test" / "metadata.jsonl").write_text(json.dumps({"file_name": "x.wav", "text": f"call {words[0]} now"}))
     assert check_new_words(tmp_path)["u1"] == [words[0]]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_update_dev_split_leaves_train_and_test_bytes_alone(tmp_path):
+    """Adding dev utterances to an update changes none of its train or test files, and no dev
+    sentence repeats one of theirs."""
+    pytest.importorskip("faker")
+    from amc.model.corpus.updates import UPDATES, synthesize_update
+
+    update = UPDATES[2]
+    synthesize_update(update, tmp_path / "without", seed=3, train=3, test=2, dev=0)
+    synthesize_update(update, tmp_path / "with", seed=3, train=3, test=2, dev=3)
+    for split in ("train", "test"):
+        names = sorted(p.name for p in (tmp_path / "without" / split).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "with" / split).iterdir())
+        for name in names:
+            assert (tmp_path / "without" / split / name).read_bytes() == (tmp_path / "with" / split / name).read_bytes()
+
+    def texts(split: str) -> set[str]:
+        lines = (tmp_path / "with" / split / "metadata.jsonl").read_text().splitlines()
+        return {json.loads(line)["text"] for line in lines}
+
+    assert len(texts("dev")) == 3 and not texts("dev") & (texts("train") | texts("test"))

@@ -90,6 +90,10 @@ def bench_diff(
     rpi4_board: bool = typer.Option(False, "--rpi4-board", help="Also apply every sparse and hash chain in place "
                                                                 "on the emulated Pi 4 (the board's amc-patch and "
                                                                 "amc-runner under qemu-aarch64)."),
+    split: str = typer.Option("test", "--split", help="Score on the test sets, or on the dev sets (for tuning "
+                                                      "an update recipe)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this chain (sparse-10%, hash-2%, ...; "
+                                                                   "repeatable); the full retrain always runs."),
     json_out: bool = Json,
 ) -> None:
     """Five successive updates: CER and blob sizes per method, against generic binary diffs."""
@@ -98,7 +102,7 @@ def bench_diff(
     with progress_bar(not json_out) as report:
         result = run(updates, base=base, work=work, retrain=retrain, report=report,
                      log=lambda entry: stderr.print(entry),     # each row as it is measured
-                     cortex_m7=cortex_m7, rpi4_board=rpi4_board)
+                     cortex_m7=cortex_m7, rpi4_board=rpi4_board, split=split, only=tuple(only or ()))
     if json_out:
         print_json(result)
         return

@@ -6,7 +6,9 @@ degradation (through their public functions):
 
 * `UPDATE/train`: new-word utterances spoken by training voices (the update's training set is
   these plus a slice of the old training data, mixed at load time, see `update_training_set`);
-* `UPDATE/test`: new-word utterances spoken only by the held-out test voices.
+* `UPDATE/test`: new-word utterances spoken only by the held-out test voices;
+* `UPDATE/dev`: new-word utterances spoken by training voices, for tuning an update recipe
+  without looking at the test set (`amc bench diff --split dev`).
 
 The words of every update are absent from the v1 corpus (checked by `check_new_words`), so v1
 gets them wrong: that is what an update has to fix.
@@ -64,7 +66,7 @@ UPDATES: tuple[Update, ...] = (
             "start the {new} in {minutes}", "is the {new} finished", "pause the {new}",
             "set the {new} to {percent}", "turn on the {new} in the {room}")),
     Update("u3", "new places", "city",
-           ("szczecin", "reykjavik", "ouagadougou", "tbilisi", "wroclaw", "kyoto", "yerevan",
+           ("thimphu", "reykjavik", "ouagadougou", "tbilisi", "wroclaw", "kyoto", "yerevan",
             "nuuk", "tromso", "bydgoszcz", "ljubljana", "kaunas")),
     Update("u4", "new apps", "app",
            ("duolingo", "strava", "shazam", "tidal", "deezer", "waze", "zillow", "venmo",
@@ -137,10 +139,14 @@ def _babble_bank(grammar: Grammar, seed: int, clips: int = 12) -> list[np.ndarra
     return bank
 
 
+_AUDIO_STREAM = {"train": 0, "test": 1, "dev": 2}    # per-split noise streams (train and test as before)
+
+
 def synthesize_update(update: Update, output: Path, seed: int = 0, train: int = 240, test: int = 100,
-                      report: Report = lambda description, done, total: None) -> dict:
-    """Write output/{train,test} audio folders for one update (and update.json). The same seed
-    gives the same bytes; test sentences are drawn first and never repeat in train."""
+                      dev: int = 100, report: Report = lambda description, done, total: None) -> dict:
+    """Write output/{train,test,dev} audio folders for one update (and update.json). The same
+    seed gives the same bytes; no sentence repeats across splits. Test sentences are drawn first,
+    then train, then dev, so adding dev utterances changes no test or training byte."""
     espeak_binary()
     output = Path(output)
     vocab = build_vocabulary(seed)
@@ -152,7 +158,7 @@ def synthesize_update(update: Update, output: Path, seed: int = 0, train: int = 
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     summary = {"update": update.to_json(), "seed": seed, "scenario_version": SCENARIO_VERSION, "splits": {}}
     try:
-        for split, count in (("test", test), ("train", train)):
+        for split, count in (("test", test), ("train", train), ("dev", dev)):
             folder = staging / split
             folder.mkdir()
             rng = random.Random(f"{seed}:{update.name}:{split}")
@@ -164,7 +170,7 @@ def synthesize_update(update: Update, output: Path, seed: int = 0, train: int = 
                     continue
                 seen.add(text)
                 index = len(rows)
-                audio_rng = np.random.default_rng([seed, ord(update.name[-1]), 1 if split == "test" else 0, index])
+                audio_rng = np.random.default_rng([seed, ord(update.name[-1]), _AUDIO_STREAM[split], index])
                 voice = voices[rng.randrange(len(voices))]
                 speech = espeak(text, voice, draw_prosody(rng).espeak_args())
                 degradation = draw_degradation(audio_rng)
@@ -192,12 +198,12 @@ def synthesize_update(update: Update, output: Path, seed: int = 0, train: int = 
     return summary
 
 
-def synthesize_updates(output: Path, seed: int = 0, train: int = 240, test: int = 100,
+def synthesize_updates(output: Path, seed: int = 0, train: int = 240, test: int = 100, dev: int = 100,
                        names: tuple[str, ...] | None = None,
                        report: Report = lambda description, done, total: None) -> dict:
     """Every update of the scenario (or those named) under output/<name>/."""
     chosen = [get_update(n) for n in names] if names else list(UPDATES)
-    return {u.name: synthesize_update(u, Path(output) / u.name, seed, train, test, report) for u in chosen}
+    return {u.name: synthesize_update(u, Path(output) / u.name, seed, train, test, dev, report) for u in chosen}
 
 
 def check_new_words(corpus: Path, updates=UPDATES) -> dict[str, list[str]]:
