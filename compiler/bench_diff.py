@@ -222,6 +222,7 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                     diff.save(diff_path)
                 elif retrain or not diff_path.exists():
                     settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=scenario["epochs"],
+                                            finetune_epochs=scenario.get("finetune_epochs", 1),
                                             batch_size=scenario["batch_size"],
                                             learning_rate=scenario["learning_rate"][method], seed=scenario["seed"],
                                             routes=tuple(scenario["routes"]), file_names=file_names)

@@ -293,6 +293,7 @@ class DiffSettings:
     method: str = "sparse"
     budget_bytes: int = 100_000
     epochs: int = 4
+    finetune_epochs: int = 1           # sparse: epochs after the last cut that train only the survivors
     batch_size: int = 16
     learning_rate: float = 0.15        # in quantization steps (Adam)
     temperature_start: float = 1.0     # soft-mask sharpness, rising each epoch
@@ -457,7 +458,8 @@ def _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log
     thresholds: dict[str, float] = {}
     hard: dict[str, torch.Tensor] | None = None
     beta = 0.0
-    epochs = max(2, settings.epochs)
+    finetune = max(1, settings.finetune_epochs)
+    epochs = max(finetune + 1, settings.epochs)
     optimizer = torch.optim.Adam(list(raw.values()), lr=settings.learning_rate)
 
     def deltas() -> dict[str, torch.Tensor]:
@@ -481,8 +483,8 @@ def _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log
         for k, d in raw.items():
             m = (d.detach() * (hard[k] if hard is not None else 1)).abs().numpy().astype(np.float64)
             magnitude[k] = np.where(m >= 0.5, m, 0.0)
-        # prune: the byte target falls geometrically to the budget; the last epoch fine-tunes
-        prune_epochs = epochs - 1
+        # prune: the byte target falls geometrically to the budget; the last epochs fine-tune
+        prune_epochs = epochs - finetune
         entry = {"epoch": epoch + 1, "loss": round(mean_loss, 4)}
         if epoch < prune_epochs:
             fraction = (epoch + 1) / prune_epochs

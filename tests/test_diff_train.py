@@ -64,6 +64,18 @@ def test_sparse_and_hash_training_meet_the_budget(tiny_model):
     assert sum(hash_allocation(grids, record_budget).values()) <= record_budget
 
 
+def test_sparse_training_cuts_to_the_budget_before_its_fine_tuning_epochs(tiny_model):
+    grids = estimate_grids(tiny_model)
+    entries = []
+    settings = DiffSettings("sparse", 1200, epochs=5, finetune_epochs=2, batch_size=4, learning_rate=0.5,
+                            file_names=NAMES)
+    diff = train_diff(tiny_model, grids, random_features(16, seed=5), settings, log=entries.append)
+    cuts = [e for e in entries if "target_bytes" in e]
+    assert [e["epoch"] for e in entries] == [1, 2, 3, 4, 5] and [e["epoch"] for e in cuts] == [1, 2, 3]
+    assert cuts[-1]["target_bytes"] == 1200 - blob_overhead(list(NAMES))
+    assert 0 < diff.info["record_bytes"] <= cuts[-1]["target_bytes"]
+
+
 def test_largest_changes_keeps_the_biggest(tiny_model):
     grids = estimate_grids(tiny_model)
     target = [g.with_values(np.clip(g.values + np.random.default_rng(0).integers(-3, 4, g.values.shape), -127, 127))
