@@ -11,7 +11,7 @@ import torch
 from amc.model.dataset import FeatureSet, batches
 from amc.model.decoding import error_rates, greedy_decode
 from amc.model.routing import BranchCosts, advance_backlog, branch_costs
-from amc.model.streaming import ROUTE_MODES, stream
+from amc.model.streaming import fast_period, routed_fast, stream
 
 
 LONG_UTTERANCE_MS = 3000.0
@@ -48,15 +48,16 @@ def evaluate_bundle(bundle, data: FeatureSet, route: str = "arbitrator", mflops:
     mflops = mflops or config.nominal_mflops
     costs = BranchCosts(**{graph: 2 * bundle.macs[graph] / 1e6 for graph in ("slow", "fast", "arbitrator")})
     costs_ms = costs.ms(mflops)
+    period = fast_period(route)
     traces = []
     for index, (frames, text) in enumerate(zip(data.features, data.texts)):
         h = np.zeros((1, config.state_dim), np.float32)
         c = np.zeros((1, config.state_dim), np.float32)
         backlog, logits, fast, backlogs = 0.0, [], [], []
-        for frame in frames.numpy():
+        for t, frame in enumerate(frames.numpy()):
             backlogs.append(backlog)
             x = frame[None, :].astype(np.float32)
-            go_fast = route == "fast"
+            go_fast = routed_fast(route, period, t)
             cost = 0.0
             if route == "arbitrator":
                 route_logits = bundle.route_logits(x, np.array([[backlog]], np.float32), h)
@@ -94,8 +95,7 @@ def backlog_trace(fast: np.ndarray, costs_ms: BranchCosts, frame_ms: float, arbi
 def summarize(traces: list[dict], costs: BranchCosts, route: str, mflops: float, frame_ms: float,
               keep_traces: bool = False) -> dict:
     """Each trace holds its text, hypothesis, which frames ran fast and the backlog before each."""
-    if route not in ROUTE_MODES:
-        raise ValueError(route)
+    fast_period(route)
     cer, wer = error_rates([t["text"] for t in traces], [t["hypothesis"] for t in traces])
     arbitrated = route == "arbitrator"
     total_frames = sum(len(t["fast"]) for t in traces)

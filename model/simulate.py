@@ -9,7 +9,7 @@ import numpy as np
 from amc.compiler.errors import InputError
 from amc.model.dataset import load_features
 from amc.model.evaluate import backlog_trace, evaluate_bundle, evaluate_model
-from amc.model.streaming import ROUTE_MODES
+from amc.model.streaming import fast_period
 
 
 def load_model(path: Path | str | None):
@@ -23,8 +23,10 @@ def load_model(path: Path | str | None):
 
 def evaluate_path(model_path, data_dir, route: str = "arbitrator", mflops: float | None = None,
                   keep_traces: bool = False, report=None) -> dict:
-    if route not in ROUTE_MODES:
-        raise InputError(f"--route must be one of {', '.join(ROUTE_MODES)}, not '{route}'")
+    try:
+        fast_period(route)
+    except ValueError as error:
+        raise InputError(f"--{error}") from None
     if mflops is not None and mflops <= 0:
         raise InputError(f"--mflops must be positive, not {mflops}")
     model = load_model(model_path)

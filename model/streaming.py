@@ -13,6 +13,23 @@ from amc.model.branched import BranchedEncoder
 from amc.model.routing import BranchCosts, advance_backlog, choose_fast
 
 ROUTE_MODES = ("arbitrator", "slow", "fast")
+# and "every:K": the fast branch on every K-th frame (K-1, 2K-1, ...), the slow one on the others, a
+# fixed pattern that measures what switching routes costs, apart from the arbitrator's choices
+
+
+def fast_period(route: str) -> int | None:
+    """K of an 'every:K' route, None for the three route modes; ValueError for anything else."""
+    if route in ROUTE_MODES:
+        return None
+    name, _, k = route.partition(":")
+    if name != "every" or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"route must be one of {', '.join(ROUTE_MODES)} or every:K (K >= 1), not '{route}'")
+    return int(k)
+
+
+def routed_fast(route: str, period: int | None, t: int) -> bool:
+    """Whether frame t runs fast on a fixed route (not the arbitrator's)."""
+    return route == "fast" or (period is not None and t % period == period - 1)
 
 
 @dataclass
@@ -30,8 +47,7 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
     """x (batch, time, frame_dim). With `tau`, routes are Gumbel-softmax samples at that
     temperature (training): soft, or with `hard` one-hot forward and soft backward (straight
     through), so the branches see exactly the switches a device makes; without, the device's rule."""
-    if route not in ROUTE_MODES:
-        raise ValueError(route)
+    period = fast_period(route)
     config = model.config
     batch, steps, _ = x.shape
     frames = model.normalize(x)
@@ -50,7 +66,7 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
             else:
                 p = F.gumbel_softmax(logits, tau=tau, hard=hard)[:, 1:2]
         else:
-            p = x.new_full((batch, 1), 1.0 if route == "fast" else 0.0)
+            p = x.new_full((batch, 1), 1.0 if routed_fast(route, period, t) else 0.0)
         h, c, gap = _mix(model, frame, h, c, p)
         gaps.append(gap)
         tops.append(h[:, -config.hidden:])

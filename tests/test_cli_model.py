@@ -23,8 +23,10 @@ def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path, tiny_model, capsys):
 def test_unknown_route_is_rejected(tmp_path, tiny_model, capsys):
     save_checkpoint(tiny_model, tmp_path / "ckpt")
     (tmp_path / "data").mkdir()
-    code, _, err = run(["eval", str(tmp_path / "ckpt"), "--data", str(tmp_path / "data"), "--route", "medium"], capsys)
-    assert code == 2 and "--route" in err
+    for route in ("medium", "every:0"):
+        code, _, err = run(["eval", str(tmp_path / "ckpt"), "--data", str(tmp_path / "data"), "--route", route],
+                           capsys)
+        assert code == 2 and f"--route must be one of arbitrator, slow, fast or every:K (K >= 1), not '{route}'" in err
 
 
 def test_eval_and_simulate_json(tmp_path, tiny_model, capsys, monkeypatch):

@@ -52,6 +52,25 @@ def test_forced_routes_cost_what_their_branch_costs(tiny_model, route, fast_frac
     assert result["latency_ms"]["max"] == pytest.approx((longest - 1) * (per_frame_ms - 30.0), rel=1e-2)
 
 
+def test_every_k_routes_run_the_fast_branch_on_every_kth_frame_only(tiny_model):
+    data = random_features(3, seed=2)
+    x = torch.nn.utils.rnn.pad_sequence(data.features, batch_first=True)
+    lengths = torch.tensor([len(f) for f in data.features])
+    costs = BranchCosts(1.0, 0.5, 0.1)
+    result = stream(tiny_model, x, lengths, "every:3", costs)
+    steps = x.shape[1]
+    assert result.p_fast[0].tolist() == [1.0 if t % 3 == 2 else 0.0 for t in range(steps)]
+    assert torch.equal(stream(tiny_model, x, lengths, "every:1", costs).logits,
+                       stream(tiny_model, x, lengths, "fast", costs).logits)
+    assert torch.equal(stream(tiny_model, x, lengths, f"every:{steps + 1}", costs).logits,
+                       stream(tiny_model, x, lengths, "slow", costs).logits)
+    mixed = stream(tiny_model, x, lengths, "every:2", costs).logits
+    assert not torch.allclose(mixed, stream(tiny_model, x, lengths, "slow", costs).logits)
+    for bad in ("every:0", "every:", "sometimes"):
+        with pytest.raises(ValueError, match="every:K"):
+            stream(tiny_model, x, lengths, bad, costs)
+
+
 def test_arbitrated_stream_matches_its_own_backlog_bookkeeping(tiny_model):
     data = random_features(4, seed=5)
     result = evaluate_model(tiny_model, data, route="arbitrator", mflops=20.0, keep_traces=True)

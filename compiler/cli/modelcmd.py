@@ -13,7 +13,8 @@ Model = typer.Argument(None, help="Checkpoint directory or compiled bundle (defa
                        exists=True, file_okay=False)
 Data = typer.Option(..., "--data", help="Audio folder (WAV 16 kHz mono + metadata.jsonl).", exists=True,
                     file_okay=False)
-Route = typer.Option("arbitrator", "--route", help="arbitrator, slow or fast.")
+Route = typer.Option("arbitrator", "--route", help="arbitrator, slow, fast, or every:K (fast on every K-th "
+                                                    "frame, slow on the others: what a switch costs).")
 Json = typer.Option(False, "--json", help="Print the result as one JSON object.")
 
 
