@@ -650,6 +650,7 @@ def largest_changes(grids: list[Grid], target: list[Grid], budget_bytes: int,
 def train_diff_for_bundle(base_bundle: Path | str, data: Path | str, out: Path | str,
                           model: Path | str | None = None, method: str = "sparse", budget: str | int = "10%",
                           epochs: int = 4, learning_rate: float = 0.15, old_data: Path | str | None = None,
+                          finetune_epochs: int = 1,
                           old_utterances: int = 240, seed: int = 0, report: Report = _quiet,
                           log: Callable[[dict], None] | None = None) -> dict:
     """Train a diff of the model deployed as `base_bundle` on the update folder `data` (its
@@ -669,8 +670,8 @@ def train_diff_for_bundle(base_bundle: Path | str, data: Path | str, out: Path |
         raise InputError(f"{model}: not the architecture of {base_bundle}")
     budget_bytes = budget if isinstance(budget, int) else parse_budget(budget, base.bundle_bytes)
     train_data = update_training_set(data, float_model.config.features, old_data, old_utterances, seed, report)
-    settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=epochs, learning_rate=learning_rate,
-                            seed=seed, file_names=tuple(base.files))
+    settings = DiffSettings(method=method, budget_bytes=budget_bytes, epochs=epochs, finetune_epochs=finetune_epochs,
+                            learning_rate=learning_rate, seed=seed, file_names=tuple(base.files))
     diff = train_diff(float_model, grids, train_data, settings, report=report, log=log)
     diff.info["bundle_bytes"] = base.bundle_bytes
     diff.save(out)

@@ -54,6 +54,9 @@ def train_diff(
     method: str = typer.Option("sparse", "--method", help="sparse or hash."),
     budget: str = typer.Option("10%", "--budget", help="Blob budget: a share of the bundle ('10%') or bytes."),
     epochs: int = typer.Option(4, "--epochs"),
+    finetune_epochs: int = typer.Option(1, "--finetune-epochs",
+                                        help="Sparse: the last epochs, after the final cut, that train only the "
+                                             "kept entries."),
     learning_rate: float = typer.Option(0.15, "--lr", help="Adam step, in quantization steps."),
     old_data: Optional[Path] = typer.Option(None, "--old-data", exists=True, file_okay=False,
                                             help="Old training audio folder mixed in (e.g. data/corpus/train)."),
@@ -66,7 +69,7 @@ def train_diff(
 
     with progress_bar(not json_out) as report:
         result = train_diff_for_bundle(base, data, out, model=model, method=method, budget=budget, epochs=epochs,
-                                       learning_rate=learning_rate, old_data=old_data, old_utterances=old_utterances,
+                                       finetune_epochs=finetune_epochs, learning_rate=learning_rate, old_data=old_data, old_utterances=old_utterances,
                                        seed=seed, report=report,
                                        log=None if json_out else (lambda entry: stderr.print(entry)))
     if json_out:
