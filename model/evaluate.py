@@ -94,8 +94,8 @@ def backlog_trace(fast: np.ndarray, costs_ms: BranchCosts, frame_ms: float, arbi
 
 def summarize(traces: list[dict], costs: BranchCosts, route: str, mflops: float, frame_ms: float,
               keep_traces: bool = False) -> dict:
-    """Each trace holds its text, hypothesis, which frames ran fast and the backlog before each."""
-    fast_period(route)
+    """Each trace holds its text, hypothesis, which frames ran fast and the backlog before each
+    (the route was checked by the stream that made them)."""
     cer, wer = error_rates([t["text"] for t in traces], [t["hypothesis"] for t in traces])
     arbitrated = route == "arbitrator"
     total_frames = sum(len(t["fast"]) for t in traces)

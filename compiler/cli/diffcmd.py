@@ -69,8 +69,8 @@ def train_diff(
 
     with progress_bar(not json_out) as report:
         result = train_diff_for_bundle(base, data, out, model=model, method=method, budget=budget, epochs=epochs,
-                                       finetune_epochs=finetune_epochs, learning_rate=learning_rate, old_data=old_data, old_utterances=old_utterances,
-                                       seed=seed, report=report,
+                                       finetune_epochs=finetune_epochs, learning_rate=learning_rate,
+                                       old_data=old_data, old_utterances=old_utterances, seed=seed, report=report,
                                        log=None if json_out else (lambda entry: stderr.print(entry)))
     if json_out:
         print_json(result)
