@@ -81,6 +81,18 @@ def stream(model: BranchedEncoder, x: torch.Tensor, lengths: torch.Tensor, route
                         torch.stack(gaps, dim=1) * mask)
 
 
+def routed_logits(model: BranchedEncoder, x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+    """x (batch, time, frame_dim) through the branches on given routes (batch, time; 1 = fast):
+    CTC logits (batch, time, vocab), no backlog."""
+    frames = model.normalize(x)
+    h, c = model.initial_state(x.shape[0])
+    tops = []
+    for t in range(x.shape[1]):
+        h, c, _ = _mix(model, frames[:, t], h, c, routes[:, t:t + 1])
+        tops.append(h[:, -model.config.hidden:])
+    return model.head(torch.stack(tops, dim=1))
+
+
 def _mix(model: BranchedEncoder, frame, h, c, p):
     """Run the branch(es) the routes need and mix their states by the fast share p; also the
     gap between the two branches' next states when both ran (the slow one as the target), which

@@ -1,5 +1,7 @@
-"""AmNet training of the branched encoder, in three phases:
+"""AmNet training of the branched encoder, in three phases (and an optional one before them):
 
+0. mixed (`mixed_epochs`): slow and fast trained together from the start on random routes, frame
+   by frame, so that the two branches share one state space and a switch of route costs little;
 1. slow: the full LSTM stack alone, CTC, through the fused kernel;
 2. fast: the lean branch initialised from the slow one (truncated SVD for `factorized`,
    magnitude pruning for `sparse`, pruned gradually to its density) and trained alone;
@@ -30,7 +32,7 @@ from amc.model.branched import BranchedEncoder, FactorizedProjection, SparseProj
 from amc.model.config import ModelConfig
 from amc.model.dataset import Batch, FeatureSet, batches
 from amc.model.routing import branch_costs
-from amc.model.streaming import stream
+from amc.model.streaming import routed_logits, stream
 
 
 LATENCY_UNIT_MS = 100.0
@@ -39,6 +41,7 @@ LATENCY_UNIT_MS = 100.0
 
 @dataclass(frozen=True)
 class TrainSettings:
+    mixed_epochs: int = 0             # phase 0: both branches together on random mixed routes
     slow_epochs: int = 12
     fast_epochs: int = 4
     joint_epochs: int = 4
@@ -138,7 +141,7 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
             model.arbitrator.load_state_dict(init.arbitrator.state_dict())
     history: dict = {"settings": settings.to_json(), "epochs": []}
     log = log or (lambda message: None)
-    total_epochs = settings.slow_epochs + settings.fast_epochs + settings.joint_epochs
+    total_epochs = settings.mixed_epochs + settings.slow_epochs + settings.fast_epochs + settings.joint_epochs
     epoch_counter = 0
 
     def finish_epoch(phase: str, loss: float, started: float, route: str) -> None:
@@ -153,6 +156,21 @@ def train(config: ModelConfig, train_data: FeatureSet, dev_data: FeatureSet, set
         log(entry)
         if report:
             report("training", epoch_counter, total_epochs)
+
+    # phase 0: both branches together, on random mixed routes; the dev CER is that of a switch
+    # every other frame
+    if settings.mixed_epochs:
+        if not fast_loaded:
+            init_fast_from_slow(model)
+            fast_loaded = True
+        params = list(model.slow.parameters()) + list(model.fast.parameters()) + list(model.head.parameters())
+        optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
+        steps = settings.mixed_epochs * math.ceil(len(train_data) / settings.batch_size)
+        schedule = _warm_cosine(optimizer, steps)
+        for _ in range(settings.mixed_epochs):
+            started = time.time()
+            loss = _mixed_epoch(model, train_data, settings, optimizer, params, rng, schedule)
+            finish_epoch("mixed", loss, started, "every:2")
 
     # phase 1: the slow branch alone
     params = list(model.slow.parameters()) + list(model.head.parameters())
@@ -236,6 +254,28 @@ def _branch_epoch(model: BranchedEncoder, route: str, data: FeatureSet, settings
     return sum(losses) / len(losses)
 
 
+def random_routes(batch: int, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(batch, steps) fast shares, 0 or 1: each utterance runs slow only, fast only, or fast on each
+    frame with a probability drawn from [0.2, 0.8], a third of the utterances each."""
+    kind = torch.randint(0, 3, (batch, 1), generator=generator)
+    share = torch.where(kind == 0, 0.0, torch.where(kind == 1, 1.0, 0.2 + 0.6 * torch.rand(batch, 1, generator=generator)))
+    return (torch.rand(batch, steps, generator=generator) < share).float()
+
+
+def _mixed_epoch(model: BranchedEncoder, data: FeatureSet, settings: TrainSettings, optimizer, params, rng,
+                 schedule) -> float:
+    """One pass over `data` on random routes (`random_routes`), CTC of the routed output: every
+    branch learns to go on from any state the other one left. The learning rate moves every step."""
+    losses = []
+    for batch in batches(data, settings.batch_size, model.config, rng):
+        routes = random_routes(batch.x.shape[0], batch.x.shape[1])
+        loss = ctc(routed_logits(model, batch.x, routes), batch)
+        _step(optimizer, loss, params)
+        schedule.step()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
 def _same_fast_branch(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether a fast branch of config `a` loads into a model of config `b`."""
     shape = (a.fast_variant, a.hidden, a.layers, a.fast_rank if a.fast_variant == "factorized" else None)
@@ -252,6 +292,12 @@ def _step(optimizer, loss, params) -> None:
 def _cosine(optimizer, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(e, epochs) / max(1, epochs))))
+
+
+def _warm_cosine(optimizer, steps: int, warmup: int = 200):
+    """Per step: a linear warm-up over `warmup` steps, then cosine from 1 to 0.05 over `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))))
 
 
 def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", settings: TrainSettings = TrainSettings(),

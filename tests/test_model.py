@@ -13,7 +13,7 @@ from amc.compiler.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import load_checkpoint, save_checkpoint
 from amc.model.routing import branch_costs
-from amc.model.train import TrainSettings, distillation, init_fast_from_slow, prune_to, train
+from amc.model.train import TrainSettings, distillation, init_fast_from_slow, prune_to, random_routes, train
 from tests.conftest import random_features, tiny_config
 
 
@@ -142,6 +142,31 @@ def test_distillation_counts_only_real_frames_and_vanishes_on_agreement():
     padded = student.clone()
     padded[1, 3:] = 100.0          # frames past the second utterance's end do not count
     assert distillation(padded, teacher, lengths).item() == pytest.approx(kl)
+
+
+def test_random_routes_mix_slow_only_fast_only_and_switching_utterances():
+    routes = random_routes(300, 200, torch.Generator().manual_seed(0))
+    assert set(routes.unique().tolist()) == {0.0, 1.0}
+    share = routes.mean(1)
+    slow_only, fast_only = int((share == 0).sum()), int((share == 1).sum())
+    assert 70 < slow_only < 130 and 70 < fast_only < 130
+    mixed = share[(share > 0) & (share < 1)]
+    assert len(mixed) == 300 - slow_only - fast_only
+    assert mixed.min() > 0.1 and mixed.max() < 0.9
+    assert torch.equal(routes, random_routes(300, 200, torch.Generator().manual_seed(0)))
+
+
+def test_mixed_phase_trains_both_branches_and_reports_the_switching_route():
+    torch.manual_seed(0)
+    data = random_features(4)
+    init = BranchedEncoder(tiny_config()).eval()
+    model, history = train(tiny_config(), data, data, TrainSettings(mixed_epochs=1, slow_epochs=0, fast_epochs=0,
+                                                                    joint_epochs=0), init=init)
+    assert [e["phase"] for e in history["epochs"]] == ["mixed"]
+    assert 0 < history["epochs"][0]["fast_fraction"] < 1       # dev scored with a switch every other frame
+    for branch in ("slow", "fast"):
+        before, after = getattr(init, branch).state_dict(), getattr(model, branch).state_dict()
+        assert all(not torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("rank, kept", [(4, True), (2, False)])

@@ -9,7 +9,7 @@ import torch
 from amc.model.decoding import edit_distance, error_rates, greedy_decode
 from amc.model.evaluate import backlog_trace, evaluate_model
 from amc.model.routing import BranchCosts, advance_backlog
-from amc.model.streaming import stream
+from amc.model.streaming import routed_logits, stream
 from tests.conftest import random_features, tiny_config
 
 
@@ -69,6 +69,18 @@ def test_every_k_routes_run_the_fast_branch_on_every_kth_frame_only(tiny_model):
     for bad in ("every:0", "every:", "sometimes"):
         with pytest.raises(ValueError, match="every:K"):
             stream(tiny_model, x, lengths, bad, costs)
+
+
+def test_given_routes_run_what_the_stream_runs_on_the_same_pattern(tiny_model):
+    data = random_features(3, seed=4)
+    x = torch.nn.utils.rnn.pad_sequence(data.features, batch_first=True)
+    lengths = torch.tensor([len(f) for f in data.features])
+    costs = BranchCosts(1.0, 0.5, 0.1)
+    every_second = (torch.arange(x.shape[1]) % 2 == 1).float().expand(3, -1)
+    assert torch.allclose(routed_logits(tiny_model, x, every_second),
+                          stream(tiny_model, x, lengths, "every:2", costs).logits, atol=1e-6)
+    assert torch.allclose(routed_logits(tiny_model, x, torch.zeros(3, x.shape[1])),
+                          tiny_model.sequence_logits("slow", x), atol=1e-5)
 
 
 def test_arbitrated_stream_matches_its_own_backlog_bookkeeping(tiny_model):

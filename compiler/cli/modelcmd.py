@@ -26,8 +26,13 @@ def train(
     hidden: int = typer.Option(256, help="LSTM state width."),
     rank: int = typer.Option(48, help="Rank of the factorized fast branch."),
     density: float = typer.Option(0.15, help="Density of the sparse fast branch."),
+    mixed_epochs: int = typer.Option(0, help="Epochs of both branches trained together first, on random "
+                                             "mixed routes, so that they share one state space."),
     slow_epochs: int = typer.Option(12), fast_epochs: int = typer.Option(4), joint_epochs: int = typer.Option(4),
     joint_utterances: int = typer.Option(0, help="Utterances per joint epoch (0: all)."),
+    batch_size: int = typer.Option(32, help="Utterances per batch."),
+    learning_rate: float = typer.Option(2e-3, help="Peak learning rate of the mixed, slow and fast phases "
+                                                   "(the fast phase takes half of it)."),
     mflops: float = typer.Option(40.0, help="Simulated processor speed (MFLOP/s) for the backlog."),
     amr_weight: float = typer.Option(1.0, help="Weight of L_amr; 0 trains the ablation without it."),
     cost_weight: float = typer.Option(0.3, help="Weight of the compute-cost term."),
@@ -54,8 +59,9 @@ def train(
     """Train a branched encoder end to end (slow, fast, joint with the arbitrator)."""
     from amc.model.train import TrainSettings, train_checkpoint
 
-    settings = TrainSettings(slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
-                             joint_utterances=joint_utterances, mflops=mflops, amr_weight=amr_weight,
+    settings = TrainSettings(mixed_epochs=mixed_epochs, slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
+                             joint_utterances=joint_utterances, batch_size=batch_size,
+                             learning_rate=learning_rate, mflops=mflops, amr_weight=amr_weight,
                              cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight,
                              distill_weight=distill, state_weight=state_distill,
                              hard_routes=hard_routes, seed=seed)
