@@ -258,7 +258,8 @@ def random_routes(batch: int, steps: int, generator: torch.Generator | None = No
     """(batch, steps) fast shares, 0 or 1: each utterance runs slow only, fast only, or fast on each
     frame with a probability drawn from [0.2, 0.8], a third of the utterances each."""
     kind = torch.randint(0, 3, (batch, 1), generator=generator)
-    share = torch.where(kind == 0, 0.0, torch.where(kind == 1, 1.0, 0.2 + 0.6 * torch.rand(batch, 1, generator=generator)))
+    mixed = 0.2 + 0.6 * torch.rand(batch, 1, generator=generator)
+    share = torch.where(kind == 0, 0.0, torch.where(kind == 1, 1.0, mixed))
     return (torch.rand(batch, steps, generator=generator) < share).float()
 
 
