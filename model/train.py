@@ -290,15 +290,19 @@ def _step(optimizer, loss, params) -> None:
     optimizer.step()
 
 
+def _cosine_factor(fraction: float) -> float:
+    """The learning-rate factor `fraction` of the way through a schedule: cosine from 1 to 0.05."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
 def _cosine(optimizer, epochs: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(e, epochs) / max(1, epochs))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: _cosine_factor(min(e, epochs) / max(1, epochs)))
 
 
 def _warm_cosine(optimizer, steps: int, warmup: int = 200):
     """Per step: a linear warm-up over `warmup` steps, then cosine from 1 to 0.05 over `steps`."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * _cosine_factor(s / steps))
 
 
 def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", settings: TrainSettings = TrainSettings(),

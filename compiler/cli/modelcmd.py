@@ -59,8 +59,8 @@ def train(
     """Train a branched encoder end to end (slow, fast, joint with the arbitrator)."""
     from amc.model.train import TrainSettings, train_checkpoint
 
-    settings = TrainSettings(mixed_epochs=mixed_epochs, slow_epochs=slow_epochs, fast_epochs=fast_epochs, joint_epochs=joint_epochs,
-                             joint_utterances=joint_utterances, batch_size=batch_size,
+    settings = TrainSettings(mixed_epochs=mixed_epochs, slow_epochs=slow_epochs, fast_epochs=fast_epochs,
+                             joint_epochs=joint_epochs, joint_utterances=joint_utterances, batch_size=batch_size,
                              learning_rate=learning_rate, mflops=mflops, amr_weight=amr_weight,
                              cost_weight=cost_weight, latency_weight=latency_weight, eou_weight=eou_weight,
                              distill_weight=distill, state_weight=state_distill,
