@@ -649,10 +649,9 @@ def largest_changes(grids: list[Grid], target: list[Grid], budget_bytes: int,
 
 def train_diff_for_bundle(base_bundle: Path | str, data: Path | str, out: Path | str,
                           model: Path | str | None = None, method: str = "sparse", budget: str | int = "10%",
-                          epochs: int = 4, learning_rate: float = 0.15, old_data: Path | str | None = None,
-                          finetune_epochs: int = 1,
-                          old_utterances: int = 240, seed: int = 0, report: Report = _quiet,
-                          log: Callable[[dict], None] | None = None) -> dict:
+                          epochs: int = 4, finetune_epochs: int = 1, learning_rate: float = 0.15,
+                          old_data: Path | str | None = None, old_utterances: int = 240, seed: int = 0,
+                          report: Report = _quiet, log: Callable[[dict], None] | None = None) -> dict:
     """Train a diff of the model deployed as `base_bundle` on the update folder `data` (its
     train/ split, mixed with old utterances) whose blob will fit `budget` (bytes or '% of the
     bundle'), and save it to `out`. `model` is the float checkpoint the bundle was compiled from
