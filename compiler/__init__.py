@@ -1,1 +1,1 @@
-"""amc.compiler: the pipeline from checkpoint to bundle and patch blob, and the CLI."""
+"""amc.compiler: checkpoint -> three int8 step graphs and a manifest (a bundle); bundle + new weights -> patch blob."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 from amc.compiler.manifest import read_manifest
 from amc.model.config import ModelConfig
 
@@ -17,16 +17,16 @@ def open_runner(backend: str, path: Path, graph: dict, micro: bool = False, aren
     """A callable float arrays -> list of float arrays, in the manifest's output order.
     `arena`: TFLite Micro's tensor arena in bytes (default: the measured need and some room)."""
     if backend == "executorch":
-        from amc.targets.executorch import ExecutorchRunner
+        from amc.targets.backends.executorch import ExecutorchRunner
         return ExecutorchRunner(path)
     if backend == "tflite":
         if micro:
-            from amc.targets.tflite_micro import MicroRunner
+            from amc.targets.backends.tflite_micro import MicroRunner
             return MicroRunner(path, graph, arena)
-        from amc.targets.tflite import TfliteRunner
+        from amc.targets.backends.tflite import TfliteRunner
         return TfliteRunner(path, graph)
     if backend == "onnx":
-        from amc.targets.onnx import OnnxRunner
+        from amc.targets.backends.onnx import OnnxRunner
         return OnnxRunner(path, graph)
     raise InputError(f"unknown backend '{backend}' in the manifest")
 
@@ -36,7 +36,7 @@ class Bundle:
         """`runtime='tflite-micro'` runs a TFLite bundle through the TFLite Micro interpreter, each
         graph in the arena a firmware allocates (the manifest's `mcu.shared_arena_bytes`) when the
         bundle is for a microcontroller. (An arena too small can crash the interpreter:
-        `amc.targets.tflite_micro.arena_fits` tries one safely.)"""
+        `amc.targets.backends.tflite_micro.arena_fits` tries one safely.)"""
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.backend = self.manifest["backend"]

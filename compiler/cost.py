@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from amc.compiler.split import StepGraph
 from amc.passes import get_constant, is_linear
+from amc.targets.step_graph import StepGraph
 
 
 def macs_per_frame(step: StepGraph) -> dict[str, int]:

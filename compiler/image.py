@@ -3,7 +3,7 @@ into a Yocto or Buildroot root filesystem (or unpacks from the tarball).
 
 Linux boards (rpi4):
 
-    usr/bin/amc-runner                  streaming runner (targets/runner), cross-compiled
+    usr/bin/amc-runner                  streaming runner (device/runner), cross-compiled
     usr/bin/amc-patch                   the patch runtime's CLI, cross-compiled
     usr/lib/amc/lib*.so                 the ExecuTorch runtime libraries amc-runner links
     usr/lib/amc/libamc_patch.a ...      the patch runtime libraries, for firmware that links them
@@ -36,10 +36,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from amc.compiler.errors import InputError, ToolMissingError
+from amc.common.paths import device_sources
+from amc.common.errors import InputError, ToolMissingError
+from amc.common.progress import quiet
 from amc.compiler.manifest import read_manifest
 
-REPO = Path(__file__).resolve().parent.parent
 IMAGE_MANIFEST = "amc-image.json"
 IMAGE_SCHEMA = "amc-image"
 EXECUTABLE = 0o755
@@ -50,8 +51,6 @@ RUNNER_LIBRARIES = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecu
 BUNDLE_DIR = "var/lib/amc/model"
 
 
-def _quiet(description: str, done: int, total: int) -> None:
-    return None
 
 
 def epoch() -> int:
@@ -63,7 +62,7 @@ def epoch() -> int:
 
 
 def build_image(target_name: str, bundle: Path | str, output: Path | str, public_key: Path | str | None = None,
-                report=_quiet) -> dict:
+                report=quiet) -> dict:
     """Write the overlay for `target_name` from `bundle` to `output` (a directory, or a
     .tar.gz / .tgz file). Returns the image manifest."""
     from amc.targets.presets import get_target
@@ -102,7 +101,7 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
 # ---- Linux boards ---------------------------------------------------------------------------------
 
 def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> dict[str, tuple[bytes, int]]:
-    from amc.compiler.runtime_build import RUNTIME_DIR, build_runtime
+    from amc.runtime.build import RUNTIME_DIR, build_runtime
     from amc.targets.device_runner import build_runner
 
     if manifest["backend"] != "executorch":
@@ -130,7 +129,7 @@ def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> di
     files["var/lib/amc/pending/.keep"] = (b"", REGULAR)
     if public_key is not None:
         files["etc/amc/patch.pub"] = (Path(public_key).read_bytes(), REGULAR)
-    boot = REPO / "targets" / "runner" / "boot"
+    boot = device_sources("boot")
     files["usr/libexec/amc/amc-apply-pending"] = ((boot / "amc-apply-pending").read_bytes(), EXECUTABLE)
     files["lib/systemd/system/amc-patch.service"] = ((boot / "amc-patch.service").read_bytes(), REGULAR)
     files["etc/init.d/S40amc-patch"] = ((boot / "S40amc-patch").read_bytes(), EXECUTABLE)
@@ -163,7 +162,7 @@ def _stripped(program: Path, triple: str) -> bytes:
 # ---- microcontrollers ------------------------------------------------------------------------------
 
 def _mcu_files(target, bundle: Path, manifest: dict, report) -> dict[str, tuple[bytes, int]]:
-    from amc.compiler.runtime_build import RUNTIME_DIR
+    from amc.runtime.build import RUNTIME_DIR
 
     files: dict[str, tuple[bytes, int]] = {}
     sources = sorted(p for p in bundle.rglob("*") if p.is_file() and p.suffix in (".c", ".h", ".cc", ".hpp"))

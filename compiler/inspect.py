@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 
 
 def inspect_path(path: Path | str) -> dict:
@@ -63,7 +63,7 @@ def inspect_bundle(path: Path) -> dict:
 
 
 def _inspect_tflite(path: Path) -> dict:
-    from amc.targets.tflite import read_flatbuffer
+    from amc.targets.backends.tflite import read_flatbuffer
 
     model = read_flatbuffer(path.read_bytes())
     by_name = {t["name"]: t for t in model["tensors"]}
@@ -83,7 +83,7 @@ def _inspect_tflite(path: Path) -> dict:
 
 
 def _inspect_pte(path: Path) -> dict:
-    from amc.targets.executorch import executorch_runtime
+    from amc.targets.backends.executorch import executorch_runtime
 
     program = executorch_runtime().load_program(str(path))
     meta = program.metadata("forward")

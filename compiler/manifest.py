@@ -8,7 +8,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 
 SCHEMA = "amc-bundle"
 SCHEMA_VERSION = 1

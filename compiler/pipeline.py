@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.atomic import replace_directory, staging_directory
-from amc.compiler.errors import AmcError, BudgetError, InputError
-from amc.compiler.lowered import LoweredGraph
-from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, sha256_file, tool_versions, write_manifest
-from amc.compiler.split import DEFAULT_PASSES, GRAPHS, StepGraph, split_model
+from amc.common.atomic import replace_directory, staging_directory
+from amc.common.errors import AmcError, BudgetError, InputError
+from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, sha256_file, tool_versions, write_manifest
+from amc.compiler.split import DEFAULT_PASSES, GRAPHS, split_model
+from amc.targets.lowered import LoweredGraph
+from amc.targets.step_graph import StepGraph
 
 EXTENSIONS = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx"}
 VARIANTS = {"executorch": ("int8",), "tflite": ("int8", "int16x8"), "onnx": ("int8",)}
@@ -29,11 +30,11 @@ def _noop(description: str, done: int, total: int) -> None:
 
 def _backend_module(backend: str):
     if backend == "executorch":
-        from amc.targets import executorch as module
+        from amc.targets.backends import executorch as module
     elif backend == "tflite":
-        from amc.targets import tflite as module
+        from amc.targets.backends import tflite as module
     elif backend == "onnx":
-        from amc.targets import onnx as module
+        from amc.targets.backends import onnx as module
     else:
         raise InputError(f"unknown backend '{backend}'")
     return module
@@ -68,7 +69,7 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
     float_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
     # 3. calibration and verification audio
-    from amc.calibration.dataset import load_calibration_audio
+    from amc.calibration.audio import load_calibration_audio
     audio = load_calibration_audio(Path(calib) if calib is not None else None, config.features, report)
 
     # 4. split into three step graphs, float passes
@@ -77,7 +78,7 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
     report("split and float passes", 1, 1)
 
     # 5. calibration inputs per graph, streamed with the arbitrator at the target's speed
-    from amc.calibration.streaming import gather
+    from amc.calibration.step_inputs import gather
     calibration = gather(model, audio.calibration.features, preset.mflops,
                          max_samples=lowering.CALIBRATION_FRAMES, report=report)
 
@@ -153,7 +154,7 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
     # 8. MCU: TFLite Micro arenas, budgets, C sources
     mcu = None
     if micro:
-        from amc.targets import tflite_micro
+        from amc.targets.backends import tflite_micro
         report("tflite-micro arena", 0, 1)
         mcu = tflite_micro.plan(preset, {g: staging / graphs[g]["file"] for g in GRAPHS}, state)
         for graph in GRAPHS:
@@ -226,8 +227,8 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
     if backend == "tflite":
         out["timing"]["invoke"] = verify.litert_invoke_timing(staging)
     if backend == "tflite":
-        from amc.targets import tflite
-        out["runtimes"] = tflite.cross_check(staging, samples, micro)
+        from amc.targets.backends import tflite
+        out["runtimes"] = tflite.cross_check(staging, read_manifest(staging), samples, micro)
     return out
 
 

@@ -6,13 +6,11 @@ route logits (slow, fast). The exported graph is what the passes rewrite and eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
-from torch import fx
 
 from amc.model.branched import BranchedEncoder
 from amc.passes import SOURCES_KEY, fold_factorized, fold_normalization, materialize_sparse_mask, split_concat_linear
+from amc.targets.step_graph import StepGraph, batch_dynamic
 
 GRAPHS = ("fast", "slow", "arbitrator")
 
@@ -27,35 +25,6 @@ PASSES = {
 DEFAULT_PASSES = tuple(PASSES)
 
 
-@dataclass
-class StepGraph:
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    example_inputs: tuple[torch.Tensor, ...]
-    module: fx.GraphModule                      # the float graph after the passes
-    passes_applied: list[str] = field(default_factory=list)
-
-    @property
-    def weight_sources(self) -> dict[str, dict]:
-        return self.module.meta.get(SOURCES_KEY, {})
-
-    def constants(self) -> dict[str, torch.Tensor]:
-        """Graph attribute name -> float tensor, for every constant the graph reads."""
-        out = {}
-        for node in self.module.graph.nodes:
-            if node.op == "get_attr":
-                value = self.module
-                for part in node.target.split("."):
-                    value = getattr(value, part)
-                if isinstance(value, torch.Tensor):
-                    out[node.target] = value.detach()
-        return out
-
-    def parameter_of(self, attr: str) -> dict:
-        return self.weight_sources.get(attr, {"parameter": attr, "transform": []})
-
-
 def signature(model: BranchedEncoder, graph: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[torch.Tensor, ...]]:
     config = model.config
     x = torch.zeros(1, config.features.frame_dim)
@@ -63,13 +32,6 @@ def signature(model: BranchedEncoder, graph: str) -> tuple[tuple[str, ...], tupl
     if graph == "arbitrator":
         return ("features", "backlog_ms", "h"), ("route_logits",), (x, torch.zeros(1, 1), h)
     return ("features", "h", "c"), ("logits", "h_next", "c_next"), (x, h, h.clone())
-
-
-def batch_dynamic(example: tuple[torch.Tensor, ...]) -> tuple[dict, ...]:
-    """Dynamic batch dimension for every input: the float graph runs a frame per row, so
-    calibration can run many frames at once; backends export it at batch 1."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    return tuple({0: batch} for _ in example)
 
 
 def _prefix(graph: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amc.calibration.dataset import Audio
-from amc.compiler.errors import AmcError
+from amc.calibration.audio import Audio
+from amc.common.errors import AmcError
 from amc.model.branched import BranchedEncoder
 
 STREAM_SECONDS = 10.0
@@ -83,8 +83,8 @@ def stream_snr(model: BranchedEncoder, bundle, audio: Audio) -> dict:
 
 def accuracy(model: BranchedEncoder, bundle, audio: Audio, mflops: float) -> dict:
     """CER and routing of float vs int8, each streaming with its own arbitrator at the target's speed."""
-    from amc.model.dataset import FeatureSet
     from amc.model.evaluate import evaluate_bundle, evaluate_model
+    from amc.model.feature_set import FeatureSet
 
     data = FeatureSet(list(audio.features), list(audio.texts), list(audio.files))
     if not len(data):
@@ -201,7 +201,7 @@ def verification_samples(model: BranchedEncoder, audio: Audio, calibration_input
     there is any, otherwise the calibration inputs."""
     if not audio.features:
         return calibration_inputs
-    from amc.calibration.streaming import gather
+    from amc.calibration.step_inputs import gather
 
     held_out = gather(model, audio.features[:8], mflops=mflops, max_samples=ONE_FRAME_SAMPLES, seed=1)
     return held_out.inputs

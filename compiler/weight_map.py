@@ -12,9 +12,9 @@ import hashlib
 
 import numpy as np
 
-from amc.compiler.errors import AmcError
-from amc.compiler.lowered import LoweredGraph, QuantizedTensor
-from amc.compiler.split import StepGraph
+from amc.common.errors import AmcError
+from amc.targets.lowered import LoweredGraph, QuantizedTensor
+from amc.targets.step_graph import StepGraph
 
 
 def _find_all(data: bytes, needle: bytes, limit: int = 2) -> list[int]:

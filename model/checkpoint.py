@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from amc.compiler.atomic import current_umask, replace_directory, staging_directory
-from amc.compiler.errors import InputError
+from amc.common.atomic import current_umask, replace_directory, staging_directory
+from amc.common.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.config import ModelConfig, load_config
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 
 ARCHITECTURE = "amc-branched-lstm"
 CONFIG_VERSION = 1

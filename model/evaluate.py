@@ -8,11 +8,10 @@ import statistics
 import numpy as np
 import torch
 
-from amc.model.dataset import FeatureSet, batches
 from amc.model.decoding import error_rates, greedy_decode
+from amc.model.feature_set import FeatureSet, batches
 from amc.model.routing import BranchCosts, advance_backlog, branch_costs
 from amc.model.streaming import fast_period, routed_fast, stream
-
 
 LONG_UTTERANCE_MS = 3000.0
 """Latency is also reported over utterances at least this long, where a backlog has time to build."""

@@ -30,10 +30,9 @@ from torch.nn import functional as F
 
 from amc.model.branched import BranchedEncoder, FactorizedProjection, SparseProjection
 from amc.model.config import ModelConfig
-from amc.model.dataset import Batch, FeatureSet, batches
+from amc.model.feature_set import Batch, FeatureSet, batches
 from amc.model.routing import branch_costs
 from amc.model.streaming import routed_logits, stream
-
 
 LATENCY_UNIT_MS = 100.0
 """The latency terms of the loss count backlog in units of this many milliseconds."""
@@ -312,7 +311,7 @@ def train_checkpoint(data_dir: Path, out: Path, variant: str = "factorized", set
     """Train on DATA/train (dev CER on DATA/dev) and write a checkpoint directory to `out`."""
     from amc.model.checkpoint import load_checkpoint, save_checkpoint
     from amc.model.corpus.text import ALPHABET
-    from amc.model.dataset import load_features
+    from amc.model.feature_set import load_features
 
     config = ModelConfig(vocabulary=("_",) + tuple(ALPHABET), hidden=hidden, fast_variant=variant,
                          fast_rank=rank, fast_density=density, nominal_mflops=settings.mflops,

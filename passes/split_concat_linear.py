@@ -14,7 +14,6 @@ identity up to float summation order."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import fx
 

@@ -1,5 +1,5 @@
 """The aarch64 CPython that runs the board side of `amc test` for TFLite bundles
-(targets/tflite_device.py) under qemu-user, with the aarch64 wheels of numpy and ai-edge-litert.
+(device/board/tflite_board.py) under qemu-user, with the aarch64 wheels of numpy and ai-edge-litert.
 
 Why a Python on the board: the ai-edge-litert aarch64 wheel ships `libLiteRt.so` with only the
 LiteRT CompiledModel C API and no headers (docs/on-target.md), but also the interpreter's Python
@@ -35,7 +35,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from amc.compiler.errors import AmcError, InputError, ToolMissingError
+from amc.common.paths import device_sources
+from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.targets.cross_libs import DEB_ARCH, deb_path, download_deb
 from amc.targets.device_libs import cache_root, download_wheel, pinned_version, wheel_path
 from amc.targets.presets import Target
@@ -56,7 +57,7 @@ depends on (readline, ncurses, sqlite, db, nsl, tirpc, ...) serve modules the sc
 WHEELS = ("numpy", "ai-edge-litert")
 """aarch64 wheels unpacked into the board's site folder, at the host's installed versions."""
 
-SCRIPTS = Path(__file__).resolve().parent
+SCRIPTS = device_sources("board")
 TRIPLES = ("aarch64-linux-gnu",)
 """Cross triples with ai-edge-litert wheels (manylinux aarch64)."""
 
@@ -257,8 +258,8 @@ def _unpack_wheels(wheels: list[Path], into: Path) -> None:
 
 
 def check(python: BoardPython) -> str:
-    """The board's Python imports numpy and ai_edge_litert: `tflite_device.py info`'s line."""
-    result = python.run("tflite_device.py", ["info"], timeout=300)
+    """The board's Python imports numpy and ai_edge_litert: `tflite_board.py info`'s line."""
+    result = python.run("tflite_board.py", ["info"], timeout=300)
     output = result.stdout.decode(errors="replace").strip()
     if result.returncode or not output.startswith("runtime "):
         errors = result.stderr.decode(errors="replace").strip().splitlines()

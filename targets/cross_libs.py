@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from amc.compiler.errors import InputError, ToolMissingError
+from amc.common.errors import InputError, ToolMissingError
 from amc.targets.device_libs import cache_root
 
 DEB_ARCH = {"aarch64-linux-gnu": "arm64", "arm-linux-gnueabihf": "armhf"}

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from amc.compiler.errors import InputError, ToolMissingError
+from amc.common.paths import build_root
+from amc.common.errors import InputError, ToolMissingError
 
-REPO = Path(__file__).resolve().parent.parent
 PLATFORMS = {"aarch64-linux-gnu": ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64")}
 """Wheel platform tags per cross triple. armhf (rpi3) has no executorch/LiteRT wheels on PyPI."""
 
@@ -35,7 +35,7 @@ PACKAGES = {"executorch": ("executorch/lib/", "executorch/include/"),
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("AMC_DEVICE_CACHE", REPO / "build" / "cache"))
+    return Path(os.environ.get("AMC_DEVICE_CACHE", build_root() / "cache"))
 
 
 def pinned_version(package: str) -> str:

@@ -1,4 +1,4 @@
-"""amc-runner, the streaming runner of bundles on Linux boards (sources in targets/runner/):
+"""amc-runner, the streaming runner of bundles on Linux boards (sources in device/runner/):
 cross-compiling it for a preset against the device runtime libraries (or, for the host preset,
 building it natively against the installed executorch package), the two little-endian files it
 reads and writes (AMCF: utterances of feature frames; AMCR: records of graph tensors), and its
@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.errors import AmcError, InputError
+from amc.common.paths import build_root, device_sources
+from amc.common.errors import AmcError, InputError
+from amc.common.progress import quiet
+from amc.device.board import tflite_board as tflite_device
 from amc.targets.device_libs import DeviceLibs, device_libs, installed_libs
 from amc.targets.presets import get_target
-from amc.targets import tflite_device
 from amc.targets.qemu import cross_toolchain, need_tool
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCES = Path(__file__).resolve().parent / "runner"
-BUILD_ROOT = REPO / "build" / "runner"
-TOOLCHAIN_FILES = {triple: REPO / "runtime" / "cmake" / f"toolchain-{triple}.cmake"
+SOURCES = device_sources("runner")
+BUILD_ROOT = build_root() / "runner"
+TOOLCHAIN_FILES = {triple: device_sources("runtime") / "cmake" / f"toolchain-{triple}.cmake"
                    for triple in ("aarch64-linux-gnu", "arm-linux-gnueabihf")}
 """The runner builds with the same toolchain files as the patch runtime."""
 
@@ -41,12 +42,10 @@ class RunnerBuild:
         return [self.executorch.lib_dir]
 
 
-def _quiet(description: str, done: int, total: int) -> None:
-    return None
 
 
-def build_runner(target_name: str, report=_quiet) -> RunnerBuild:
-    """cmake configure (once) and build of targets/runner for a Linux preset into build/runner/<target>:
+def build_runner(target_name: str, report=quiet) -> RunnerBuild:
+    """cmake configure (once) and build of device/runner for a Linux preset into build/runner/<target>:
     cross-compiled against the board's wheel, or for `host` natively against the installed package."""
     target = get_target(target_name)
     report(f"runtime libraries for {target.name}", 0, 1)
@@ -146,7 +145,7 @@ BENCH_WARMUP = 200
 
 
 def bench_bundle(bundle: Path, frames: int = BENCH_FRAMES, warmup: int = BENCH_WARMUP,
-                 single_thread: bool = True, report=_quiet) -> dict:
+                 single_thread: bool = True, report=quiet) -> dict:
     """`amc-runner bench` of an ExecuTorch bundle with the host runner (built on first use): the
     runtime's own execute call timed in C++, per graph median / p90 / min microseconds. Whatever
     the bundle's target, it measures this machine. Raises ToolMissingError without cmake or a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from amc.compiler.errors import AmcError, InputError, ToolMissingError
+from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.targets.presets import Target
 
 QEMU_PACKAGES = {"qemu-aarch64": "qemu-user", "qemu-arm": "qemu-user", "qemu-system-arm": "qemu-system-arm"}

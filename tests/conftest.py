@@ -9,7 +9,7 @@ import torch
 
 from amc.model.branched import BranchedEncoder
 from amc.model.config import ModelConfig
-from amc.model.dataset import FeatureSet
+from amc.model.feature_set import FeatureSet
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 
@@ -36,7 +36,7 @@ def random_features(count: int, seed: int = 0, frames=(20, 40)) -> FeatureSet:
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     """Run `amc ARGV` in process: (exit code, stdout, stderr)."""
-    from amc.compiler.cli import main
+    from amc.cli import main
 
     try:
         main(argv)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "build" / "ondevice" / "fixtures"
-_COMPILER_SOURCES = ("compiler", "passes", "calibration", "targets", "model")
-_NOT_COMPILER = ("compiler/cli/", "compiler/runtime_build.py", "compiler/patch_runtime.py", "compiler/image.py",
-                 "compiler/diff.py", "compiler/bench_diff.py", "targets/ondevice.py", "targets/device_runner.py",
-                 "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py", "targets/board_python.py",
-                 "targets/tflite_device.py", "targets/onnx.py", "model/train.py", "model/diff.py", "model/updates/",
-                 "model/corpus/updates.py")
-"""Code that makes neither fixture bundle: the on-target checks themselves, the C runtime's build,
-images, diffs and updates, training, the CLI, the ONNX backend. Edits there (frequent, while other
+_COMPILER_SOURCES = ("common", "patch", "model", "calibration", "passes", "targets", "compiler")
+_NOT_COMPILER = ("patch/", "compiler/image.py", "compiler/bundle_diff.py", "compiler/evaluate.py",
+                 "targets/device_runner.py", "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py",
+                 "targets/board_python.py", "targets/backends/onnx.py", "model/train.py", "model/neural_diff.py",
+                 "model/updates/", "model/corpus/updates.py")
+"""Code that makes neither fixture bundle: the blob format, images, diffs and updates, training,
+toolchains, the ONNX backend (the C runtime's tooling, the on-target harness, benchmarks and the
+CLI are layers above the compiler, so outside the folders hashed). Edits there (frequent, while other
 parts are developed) must not recompile a fixture (minutes on shared cores)."""
-_OTHER_BACKEND = {"executorch": ("targets/tflite",), "tflite": ("targets/executorch.py",)}
+_OTHER_BACKEND = {"executorch": ("targets/tflite",), "tflite": ("targets/backends/executorch.py",)}
 
 
 @functools.lru_cache(maxsize=None)

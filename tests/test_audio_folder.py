@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amc.calibration.audio_folder import (load_wav, read_audio_folder, summarize_audio_folder,
-                                          wav_info)
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
+from amc.model.corpus.audio_folder import load_wav, read_audio_folder, summarize_audio_folder, wav_info
 
 
 def _wav(path: Path, samples: np.ndarray, rate: int = 16000, channels: int = 1, width: int = 2) -> None:
@@ -143,8 +142,9 @@ def test_load_wav_of_a_missing_file(tmp_path):
 
 
 def test_cli_check_reports_counts_and_fails_with_one_line(tmp_path, capsys):
-    from amc.compiler.cli import data
     from typer.testing import CliRunner
+
+    from amc.cli import data
     folder = _folder(tmp_path, GOOD)
     result = CliRunner().invoke(data.app, ["check", str(folder), "--json"])
     assert result.exit_code == 0, result.output

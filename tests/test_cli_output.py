@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from amc.compiler.cli.output import print_json, stdout_to_stderr
+from amc.cli.output import print_json, stdout_to_stderr
 
 
 def test_library_output_goes_to_stderr(capfd):

@@ -84,7 +84,7 @@ def test_tflite_mcu_bundle(inputs, tmp_path):
     _check_bundle(result)
     runtimes = result["verification"]["runtimes"]    # TFLite Micro vs LiteRT: a few int8 kernels round apart
     assert max(runtimes["tflite_micro_max_lsb"].values()) <= 2, runtimes
-    from amc.targets.tflite_runtime import interpreter_python
+    from amc.targets.backends.tflite_runtime import interpreter_python
     if interpreter_python() is not None:             # `make setup` makes its venv where it installs
         checked = runtimes["tflite-runtime"]          # an older interpreter: a few kernels round apart
         assert checked.startswith("runs the bundle; ") and (

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from amc.compiler.cli import main
-from amc.compiler.errors import BudgetError, InputError, LoweringError
+from amc.cli import main
+from amc.common.errors import BudgetError, InputError, LoweringError
 from amc.compiler.pipeline import compile_bundle
 from tests.compile_fixtures import audio_folder, tiny_checkpoint
 
@@ -89,7 +89,7 @@ def test_cli_hands_the_options_to_the_api(tmp_path, checkpoint, monkeypatch, cap
 
 
 def test_budget_exceeded_names_the_budget_and_the_need():
-    from amc.targets import tflite_micro
+    from amc.targets.backends import tflite_micro
     from amc.targets.presets import get_target
 
     preset = get_target("cortex-m4")
@@ -105,8 +105,8 @@ def test_budget_exceeded_names_the_budget_and_the_need():
 
 @pytest.mark.toolchain
 def test_an_op_the_backend_cannot_lower_is_named_with_its_graph():
-    from amc.compiler.split import StepGraph, batch_dynamic
-    from amc.targets import executorch
+    from amc.targets.backends import executorch
+    from amc.targets.step_graph import StepGraph, batch_dynamic
 
     class Cumulative(torch.nn.Module):
         def forward(self, features):

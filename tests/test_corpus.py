@@ -14,18 +14,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amc.calibration.audio_folder import load_wav, read_audio_folder, wav_info
-from amc.compiler.errors import InputError, ToolMissingError
-from amc.model.corpus import synth
-from amc.model.corpus.augmentation import (NOISE_KINDS, SAMPLE_RATE, babble, colored_noise, hum,
-                                           measured_snr_db, mix_at_snr)
+from amc.common.errors import InputError, ToolMissingError
+from amc.model.corpus import synth, voices
+from amc.model.corpus.audio_folder import load_wav, read_audio_folder, wav_info
+from amc.model.corpus.augmentation import (
+    NOISE_KINDS,
+    SAMPLE_RATE,
+    babble,
+    colored_noise,
+    hum,
+    measured_snr_db,
+    mix_at_snr,
+)
 from amc.model.corpus.grammar import Grammar
-from amc.model.corpus.text import (ALPHABET, clock_words, invalid_characters, normalize,
-                                   number_words, ordinal_words, year_words)
+from amc.model.corpus.text import (
+    ALPHABET,
+    clock_words,
+    invalid_characters,
+    normalize,
+    number_words,
+    ordinal_words,
+    year_words,
+)
 from amc.model.corpus.vocabulary import build_vocabulary
-from amc.model.corpus import voices
-from amc.model.corpus.voices import (ACCENTS, TEST_ACCENTS, TEST_VARIANTS, VARIANTS, training_voices,
-                                     voices_for_split)
+from amc.model.corpus.voices import ACCENTS, TEST_ACCENTS, TEST_VARIANTS, VARIANTS, training_voices, voices_for_split
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 TINY = {"train": 4, "dev": 1, "test": 1}
@@ -242,7 +254,8 @@ def test_missing_espeak_is_a_one_line_tool_error(tmp_path, monkeypatch):
 
 def test_cli_synth_hands_options_to_the_api(tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from amc.compiler.cli import data
+
+    from amc.cli import data
     seen = {}
     def fake(output, **kwargs):
         seen.update(kwargs, output=output)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from amc.compiler import patch_blob as pb
-from amc.compiler.diff import grids_from_bundle, make_diff, read_base
+from amc.compiler.bundle_diff import grids_from_bundle, make_diff, read_base
 from amc.model.branched import BranchedEncoder
-from amc.model.diff import NeuralDiff, RegionDiff, grids_sha256
+from amc.model.neural_diff import NeuralDiff, RegionDiff, grids_sha256
+from amc.patch import blob as pb
 from tests.conftest import tiny_config
 from tests.test_diff_emit import fake_bundle
 
@@ -43,7 +43,7 @@ def _chain(tmp_path: Path, padding: int = 0, target: str = "rpi4") -> tuple[Path
 
 @pytest.mark.cross
 def test_blobs_apply_in_place_on_rpi4(tmp_path):
-    from amc.targets.ondevice import patch_tool
+    from amc.ontarget.harness import patch_tool
     from amc.targets.presets import get_target
     from amc.targets.qemu import run_on_board
 
@@ -66,8 +66,7 @@ def test_blobs_apply_in_place_on_rpi4(tmp_path):
 
 @pytest.mark.cross
 def test_blobs_apply_bare_metal_on_cortex_m7(tmp_path):
-    from amc.compiler.runtime_build import (F_SIG_TRUSTED, FixtureCase, build_runtime, runner_command,
-                                            write_pack)
+    from amc.runtime.build import F_SIG_TRUSTED, FixtureCase, build_runtime, runner_command, write_pack
     from amc.targets.presets import get_target
 
     base, chain = _chain(tmp_path)
@@ -96,7 +95,7 @@ def test_bundle_sized_blobs_apply_bare_metal_in_psram(tmp_path):
     """The large bare-metal build (buffers in the mps2-an500 PSRAM) applies a chain to files
     larger than the default build's 96 KiB and writes them back; a blob for another base is
     refused, and a new bundle that is not what the blob makes is caught."""
-    from amc.compiler.bench_diff import check_on_mcu
+    from amc.bench.diff import check_on_mcu
 
     base, chain = _chain(tmp_path, padding=100_000, target="cortex-m7")
     assert sum((base / n).stat().st_size for n in ("fast.pte", "slow.pte", "arbitrator.pte")) > 3 * 96 * 1024

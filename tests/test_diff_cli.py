@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 
+from amc.compiler.bundle_diff import grids_from_bundle, read_base
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import save_checkpoint
-from amc.model.diff import NeuralDiff, RegionDiff, grids_sha256
-from amc.compiler.diff import grids_from_bundle, read_base
-from tests.conftest import run_cli as _run, tiny_config
+from amc.model.neural_diff import NeuralDiff, RegionDiff, grids_sha256
+from tests.conftest import run_cli as _run
+from tests.conftest import tiny_config
 from tests.test_diff_emit import fake_bundle
-
-
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def test_train_diff_rejects_unknown_method(setup, capsys):
 
 
 def test_bench_diff_hands_the_cortex_m7_bundle_to_the_api(tmp_path, capsys, monkeypatch):
-    from amc.compiler import bench_diff
+    from amc.bench import diff as bench_diff
 
     seen = {}
 
@@ -85,8 +84,8 @@ def test_bench_diff_hands_the_cortex_m7_bundle_to_the_api(tmp_path, capsys, monk
 
 
 def test_bench_diff_refuses_an_unknown_chain_or_split_before_any_work(tmp_path):
-    from amc.compiler.bench_diff import bench_diff
-    from amc.compiler.errors import InputError
+    from amc.bench.diff import bench_diff
+    from amc.common.errors import InputError
 
     (tmp_path / "scenario.json").write_text(json.dumps({"budgets": {"10%": 0.1}}))
     with pytest.raises(InputError, match="unknown chain 'dense-10%' \\(use sparse-10%, hash-10%, largest-10%\\)"):

@@ -15,14 +15,23 @@ import numpy as np
 import pytest
 import torch
 
-from amc.compiler import patch_blob as pb
-from amc.compiler.atomic import current_umask
-from amc.compiler.diff import grids_from_bundle, make_diff, parse_budget, read_base
-from amc.compiler.errors import BudgetError, InputError
+from amc.common.atomic import current_umask
+from amc.common.errors import BudgetError, InputError
+from amc.compiler.bundle_diff import grids_from_bundle, make_diff, parse_budget, read_base
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import save_checkpoint
-from amc.model.diff import (DiffSettings, NeuralDiff, RegionDiff, blob_overhead, estimate_grids, grids_sha256,
-                            is_diff_file, load_diff, train_diff)
+from amc.model.neural_diff import (
+    DiffSettings,
+    NeuralDiff,
+    RegionDiff,
+    blob_overhead,
+    estimate_grids,
+    grids_sha256,
+    is_diff_file,
+    load_diff,
+    train_diff,
+)
+from amc.patch import blob as pb
 from tests.conftest import random_features, tiny_config
 
 

@@ -11,10 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amc.compiler import patch_blob as pb
-from amc.model.diff import (DiffSettings, NeuralDiff, RegionDiff, blob_overhead, deployed_model, estimate_grids,
-                            grids_sha256, hash_allocation, largest_changes, quantize_on, sparse_record_bytes,
-                            train_diff)
+from amc.model.neural_diff import (
+    DiffSettings,
+    NeuralDiff,
+    RegionDiff,
+    blob_overhead,
+    deployed_model,
+    estimate_grids,
+    grids_sha256,
+    hash_allocation,
+    largest_changes,
+    quantize_on,
+    sparse_record_bytes,
+    train_diff,
+)
+from amc.patch import blob as pb
 from tests.conftest import random_features
 
 NAMES = ("fast.pte", "slow.pte", "arbitrator.pte")

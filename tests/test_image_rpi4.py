@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 from tests.ondevice_fixtures import fixture_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +60,8 @@ def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path,
     assert first["target"] == "rpi4" and first["bundle"]["path"] == "var/lib/amc/model"
 
     # the overlay's own files run on the emulated board: the runner finds its libraries via RUNPATH
-    from amc.targets.qemu import qemu_user
     from amc.targets.presets import get_target
+    from amc.targets.qemu import qemu_user
     run = subprocess.run([*qemu_user(get_target("rpi4")), str(overlay / "usr/bin/amc-runner"), "info",
                           str(overlay / "var/lib/amc/model")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-500:]
@@ -75,7 +75,7 @@ def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path,
 def _overlay_amc_patch_checks_signatures(overlay: Path, tmp_path: Path) -> None:
     """The overlay's (stripped, libsodium-static) amc-patch under qemu-aarch64: a blob signed with
     another key is refused with the model untouched, the one signed with the device's key applies."""
-    from amc.compiler import patch_blob as pb
+    from amc.patch import blob as pb
     from amc.targets.presets import get_target
     from amc.targets.qemu import qemu_user
 
@@ -115,8 +115,8 @@ def test_overlay_refuses_a_bundle_of_another_target(tmp_path):
 def test_boot_script_resumes_then_applies_the_pending_patch(tmp_path):
     """amc-apply-pending with the host build of amc-patch: the pending blob is applied to the model
     folder and moves to applied/; a blob for another base moves to rejected/, the model unchanged."""
-    from amc.compiler import patch_blob as pb
-    from amc.compiler.patch_runtime import host_cli
+    from amc.patch import blob as pb
+    from amc.runtime.apply import host_cli
 
     if shutil.which("sh") is None:
         pytest.skip("no POSIX shell")

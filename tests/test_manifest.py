@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from amc.common.errors import InputError
 from amc.compiler import weight_map
-from amc.compiler.errors import InputError
 from amc.compiler.manifest import read_manifest
 from amc.compiler.pipeline import compile_bundle
 from amc.compiler.split import graph_weights

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from amc.compiler.atomic import current_umask
-from amc.compiler.errors import InputError
+from amc.common.atomic import current_umask
+from amc.common.errors import InputError
 from amc.model.branched import BranchedEncoder
 from amc.model.checkpoint import load_checkpoint, save_checkpoint
 from amc.model.routing import branch_costs
@@ -182,7 +182,7 @@ def test_init_keeps_the_fast_branch_only_when_it_fits(rank, kept):
 
 
 def test_a_kept_arbitrator_keeps_the_backlog_scale_it_was_trained_with(tmp_path, monkeypatch):
-    from amc.model import dataset
+    from amc.model import feature_set as dataset
     from amc.model.train import train_checkpoint
 
     torch.manual_seed(0)

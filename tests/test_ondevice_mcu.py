@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 from tests.compile_fixtures import tiny_checkpoint, tiny_corpus
 
 
@@ -25,7 +25,7 @@ def _fake_bundle(path: Path, target: str, backend: str) -> Path:
 
 
 def test_an_executorch_bundle_is_refused_for_a_microcontroller(tmp_path):
-    from amc.targets.ondevice import test_on_target
+    from amc.ontarget.harness import test_on_target
 
     bundle = _fake_bundle(tmp_path / "b", "cortex-m7", "executorch")
     with pytest.raises(InputError, match="compile with `amc compile --target cortex-m7 --backend tflite`"):
@@ -51,7 +51,7 @@ def mcu_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.toolchain
 def test_graphs_streams_and_patch_in_tflite_micro(mcu_bundle):
-    from amc.targets.ondevice import KERNEL_STEP_BOUND, Settings, test_on_target
+    from amc.ontarget.harness import KERNEL_STEP_BOUND, Settings, test_on_target
 
     bundle, audio = mcu_bundle
     result = test_on_target("cortex-m7", bundle, data=audio, settings=Settings(utterances=2, records_per_graph=32))
@@ -82,7 +82,7 @@ def test_graphs_streams_and_patch_in_tflite_micro(mcu_bundle):
 
 @pytest.mark.toolchain
 def test_arena_fits_without_crashing_the_caller(mcu_bundle):
-    from amc.targets.tflite_micro import arena_fits
+    from amc.targets.backends.tflite_micro import arena_fits
 
     bundle, _ = mcu_bundle
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -128,8 +128,8 @@ def test_fully_connected_requantizes_with_two_roundings_in_tflite_micro_and_one_
     they are one step apart on the few accumulators where the first rounding tips the second."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from amc.targets.tflite import SIGNATURE, read_flatbuffer
-    from amc.targets.tflite_micro import PROBE_ARENA, _open
+    from amc.targets.backends.tflite import SIGNATURE, read_flatbuffer
+    from amc.targets.backends.tflite_micro import PROBE_ARENA, _open
 
     bundle, _ = mcu_bundle
     data = (bundle / "slow.tflite").read_bytes()

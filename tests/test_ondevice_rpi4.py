@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amc.compiler.errors import InputError, ToolMissingError
+from amc.common.errors import InputError, ToolMissingError
 from tests.ondevice_fixtures import fixture_bundle
 
 
@@ -58,7 +58,7 @@ def _fake_bundle(path: Path, target: str) -> Path:
 
 
 def test_bundle_for_another_target_is_refused(tmp_path, capsys):
-    from amc.compiler.cli import main
+    from amc.cli import main
 
     bundle = _fake_bundle(tmp_path / "b", "host")
     with pytest.raises(SystemExit) as exit_info:
@@ -72,7 +72,7 @@ def test_bundle_for_another_target_is_refused(tmp_path, capsys):
 
 
 def test_missing_qemu_and_cross_compiler_say_what_to_install(tmp_path, monkeypatch):
-    from amc.targets.ondevice import test_on_target
+    from amc.ontarget.harness import test_on_target
 
     bundle = _fake_bundle(tmp_path / "b", "rpi4")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))       # nothing installed
@@ -87,7 +87,7 @@ def test_missing_qemu_and_cross_compiler_say_what_to_install(tmp_path, monkeypat
 
 
 def test_host_preset_is_not_a_board():
-    from amc.targets.ondevice import test_on_target
+    from amc.ontarget.harness import test_on_target
 
     with pytest.raises(InputError, match="board presets"):
         test_on_target("host")
@@ -97,7 +97,7 @@ def test_host_preset_is_not_a_board():
 
 @pytest.mark.cross
 def test_rpi4_graphs_streaming_and_patch_match_the_host(rpi4_bundle):
-    from amc.targets.ondevice import Settings, test_on_target
+    from amc.ontarget.harness import Settings, test_on_target
 
     bundle, audio = rpi4_bundle
     result = test_on_target("rpi4", bundle, data=audio, settings=Settings(utterances=3, records_per_graph=48))
@@ -116,9 +116,9 @@ def test_rpi4_graphs_streaming_and_patch_match_the_host(rpi4_bundle):
 def test_rpi4_runner_routes_like_the_python_stream_at_other_speeds(rpi4_bundle, tmp_path):
     """Same routes as evaluate_bundle when the backlog builds up (slow processor) and when it does not."""
     from amc.compiler.bundle import load_bundle
-    from amc.model.dataset import load_features
     from amc.model.evaluate import evaluate_bundle
-    from amc.targets.ondevice import Board, compare_streams
+    from amc.model.feature_set import load_features
+    from amc.ontarget.harness import Board, compare_streams
     from amc.targets.presets import get_target
 
     bundle, audio = rpi4_bundle
@@ -138,7 +138,7 @@ def test_rpi4_runner_routes_like_the_python_stream_at_other_speeds(rpi4_bundle, 
 
 @pytest.mark.cross
 def test_rpi4_cli_prints_the_figures(rpi4_bundle, capsys):
-    from amc.compiler.cli import main
+    from amc.cli import main
 
     bundle, audio = rpi4_bundle
     with pytest.raises(SystemExit) as exit_info:

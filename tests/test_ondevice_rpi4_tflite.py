@@ -1,5 +1,5 @@
 """On-target checks of TFLite bundles for the Raspberry Pi 4 preset: the board side
-(targets/tflite_device.py) in Debian's arm64 CPython with ai-edge-litert's aarch64 wheel under
+(device/board/tflite_board.py) in Debian's arm64 CPython with ai-edge-litert's aarch64 wheel under
 qemu-aarch64 (Cortex-A72), on a small compiled bundle, compared with the host's ai-edge-litert;
 the device script's streaming against `evaluate_bundle` on the host; and the one-line errors."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 from tests.ondevice_fixtures import fixture_bundle
 
 
@@ -35,7 +35,7 @@ def test_board_root_describes_the_pi_4s_cpu(tmp_path, monkeypatch):
 
 
 def test_device_script_refuses_bad_arguments():
-    from amc.targets.tflite_device import BadInput, main
+    from amc.device.board.tflite_board import BadInput, main
 
     for argv in ([], ["graph", "b", "fast"], ["stream", "b", "f", "--speed", "3"],
                  ["graph", "b", "fast", "i", "o", "--kernels", "fastest"]):
@@ -50,11 +50,11 @@ def test_device_script_streams_like_evaluate_bundle(rpi4_tflite_bundle, tmp_path
     routes, transcripts and latencies of `evaluate_bundle`, at a speed where the backlog builds up
     and at one where it does not."""
     from amc.compiler.bundle import load_bundle
-    from amc.model.dataset import load_features
+    from amc.device.board.tflite_board import main
     from amc.model.evaluate import evaluate_bundle
+    from amc.model.feature_set import load_features
+    from amc.ontarget.harness import compare_streams
     from amc.targets.device_runner import parse_stream, write_features
-    from amc.targets.ondevice import compare_streams
-    from amc.targets.tflite_device import main
 
     bundle, audio = rpi4_tflite_bundle
     host = load_bundle(bundle)
@@ -82,7 +82,7 @@ def test_rpi3_has_no_litert_wheel():
 
 @pytest.mark.cross
 def test_rpi4_tflite_graphs_streaming_and_patch_match_the_host(rpi4_tflite_bundle):
-    from amc.targets.ondevice import Settings, test_on_target
+    from amc.ontarget.harness import Settings, test_on_target
 
     bundle, audio = rpi4_tflite_bundle
     result = test_on_target("rpi4", bundle, data=audio, settings=Settings(utterances=2, records_per_graph=32))

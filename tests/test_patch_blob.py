@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from amc.compiler import patch_blob as pb
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
+from amc.patch import blob as pb
 
 KEY = pb.example_signing_key()
 PUBLIC = pb.public_key(KEY)

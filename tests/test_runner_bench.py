@@ -11,14 +11,14 @@ import subprocess
 
 import pytest
 
-from amc.compiler.errors import AmcError
+from amc.common.errors import AmcError
 
 GRAPHS = {"fast", "slow", "arbitrator"}
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    from tests.ondevice_fixtures import fixture_bundle       # the tiny rpi4 / ExecuTorch bundle, built once
+    from tests.ondevice_fixtures import fixture_bundle  # the tiny rpi4 / ExecuTorch bundle, built once
 
     return fixture_bundle()[0]
 

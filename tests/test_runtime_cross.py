@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from amc.compiler import runtime_build as rb
+from amc.runtime import build as rb
 
 pytestmark = pytest.mark.cross
 

@@ -11,9 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from amc.compiler import patch_blob as pb
-from amc.compiler import runtime_build as rb
-from amc.compiler.cli import main
+from amc.cli import main
+from amc.patch import blob as pb
+from amc.runtime import build as rb
 
 KEY = pb.example_signing_key()
 PUBLIC = pb.public_key(KEY)
@@ -118,8 +118,8 @@ def test_amc_patch_refuses_wrong_key_and_wrong_base(tmp_path, capsys):
     (tmp_path / "key.pub").write_bytes(PUBLIC)
     before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
     # the C runtime itself refuses (checked before any write): call it directly
-    from amc.compiler.patch_runtime import run_cli
-    from amc.compiler.errors import InputError
+    from amc.common.errors import InputError
+    from amc.runtime.apply import run_cli
     with pytest.raises(InputError, match="not the base"):
         run_cli("apply", bundle, tmp_path / "b.amcp", PUBLIC)
     assert before == {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}

@@ -8,10 +8,18 @@ import random
 import re
 from collections.abc import Callable
 
-from amc.model.corpus.text import (MONTHS, WEEKDAYS, clock_words, digits_words, invalid_characters,
-                                   normalize, number_words, ordinal_words, year_words)
-from amc.model.corpus.vocabulary import (APPS, DEVICES, GENRES, GROCERIES, RELATIONS, ROOMS,
-                                         WEATHER_WORDS, Vocabulary)
+from amc.model.corpus.text import (
+    MONTHS,
+    WEEKDAYS,
+    clock_words,
+    digits_words,
+    invalid_characters,
+    normalize,
+    number_words,
+    ordinal_words,
+    year_words,
+)
+from amc.model.corpus.vocabulary import APPS, DEVICES, GENRES, GROCERIES, RELATIONS, ROOMS, WEATHER_WORDS, Vocabulary
 
 TEMPLATES: dict[str, list[str]] = {
     "timers": [

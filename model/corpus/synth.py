@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.atomic import replace_directory, staging_directory
-from amc.compiler.errors import AmcError, InputError, ToolMissingError
+from amc.common.atomic import replace_directory, staging_directory
+from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.model.corpus.augmentation import SAMPLE_RATE, degrade, draw_degradation
 from amc.model.corpus.grammar import Grammar
 from amc.model.corpus.vocabulary import build_vocabulary

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.compiler.errors import InputError
+from amc.common.errors import InputError
 from amc.model.corpus.augmentation import degrade, draw_degradation
 from amc.model.corpus.grammar import TEMPLATES, Grammar
 from amc.model.corpus.synth import espeak, espeak_binary, write_wav
@@ -221,7 +221,7 @@ def update_training_set(update_dir: Path | str, features, old_data: Path | str |
                         old_utterances: int = 240, seed: int = 0, report: Report | None = None):
     """An update's training set: its new-word utterances plus `old_utterances` drawn from the old
     training folder (so the model keeps what it knew)."""
-    from amc.model.dataset import FeatureSet, load_features
+    from amc.model.feature_set import FeatureSet, load_features
 
     new = load_features(Path(update_dir) / "train", features, report)
     if old_data is None or old_utterances <= 0:

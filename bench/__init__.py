@@ -1,0 +1,1 @@
+"""amc.bench: benchmarks that recompute the tables of docs/benchmarks.md."""

@@ -1,0 +1,90 @@
+"""`amc compile` and `amc inspect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from amc.cli.output import print_json, progress_bar, stderr, stdout_to_stderr
+
+
+def compile(
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="Checkpoint directory (default: the shipped reference model).", exists=True, file_okay=False),
+    target: str = typer.Option(..., "--target", "-t", help="Board preset (see `amc targets`)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="executorch | tflite | onnx (default: the preset's)."),
+    calib: Optional[Path] = typer.Option(
+        None, "--calib", help="Calibration audio: a corpus (train/ and test/) or one audio folder "
+        "(default: a small synthesized set, cached).", exists=True, file_okay=False),
+    variant: str = typer.Option("int8", "--variant", help="int8, or int16x8 (TFLite: int16 activations, int8 weights)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle directory (default: out/TARGET-BACKEND)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip running the graphs in their runtimes."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Lower the branched encoder into three int8 step graphs for a board, verified in the real runtimes."""
+    from amc.compiler.pipeline import compile_bundle
+
+    with progress_bar(not json_out) as report, stdout_to_stderr():
+        result = compile_bundle(checkpoint, target=target, backend=backend, calib=calib, variant=variant,
+                                output=output, verify=not no_verify, report=report)
+    if json_out:
+        print_json(result)
+        return
+    stderr.print(f"bundle: {result['bundle']} ({result['backend']}, {result['variant']}), "
+                 f"{result['bundle_graph_bytes']} bytes = {100 * result['size_ratio']:.1f}% of float")
+    for name, graph in result["graphs"].items():
+        stderr.print(f"  {name:10s} {graph['file']:18s} {graph['bytes']:>9d} B  {graph['macs_per_frame']:>9d} MACs/frame")
+    verification = result.get("verification")
+    if verification:
+        snr = ", ".join(f"{g} {v['snr_db']} dB" for g, v in verification["one_frame"].items())
+        stderr.print(f"  SNR one frame: {snr}")
+        acc = verification["accuracy"]
+        if acc.get("utterances"):
+            stderr.print(f"  CER float {acc['float']['cer']}% -> int8 {acc['int8']['cer']}%; fast fraction "
+                         f"{acc['float']['fast_fraction']} -> {acc['int8']['fast_fraction']}")
+    stderr.print(f"  report: {result['bundle']}/report.md")
+
+
+def inspect(
+    path: Path = typer.Argument(..., help="A bundle directory, or a .pte/.tflite/.onnx file.", exists=True),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarize a bundle or a single graph file: graphs, I/O, quantization, sizes, weight map."""
+    from amc.compiler.inspect import inspect_path
+
+    summary = inspect_path(path)
+    if json_out:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if summary["kind"] != "bundle":
+        console.print(f"{summary['path']}: {summary['kind']}, {summary['bytes']} bytes")
+        for key in ("ops", "inputs", "outputs"):
+            if key in summary:
+                console.print(f"  {key}: {summary[key]}")
+        return
+    console.print(f"{summary['path']}: {summary['target']} / {summary['backend']} ({summary['variant']}), "
+                  f"float model {summary['float_bytes']} bytes")
+    table = Table("graph", "file", "bytes", "MACs/frame", "weights", "dtypes", "sha256")
+    for name, g in summary["graphs"].items():
+        table.add_row(name, g["file"], str(g["bytes"]), str(g["macs_per_frame"]),
+                      f"{g['weights']['tensors']} ({g['weights']['bytes']} B)", ", ".join(g["weights"]["dtypes"]),
+                      "ok" if g["sha256_ok"] else "MISMATCH")
+    console.print(table)
+    state = summary["state"]
+    console.print(f"state ({state['dtype']}): h scale {state['h']['scale']} zp {state['h']['zero_point']}; "
+                  f"c scale {state['c']['scale']} zp {state['c']['zero_point']}")
+    wm = summary["weight_map"]
+    console.print(f"weight map: {wm['entries']} tensors, "
+                  f"{'checked against the files' if wm['checked_against_files'] else 'PROBLEMS: ' + '; '.join(wm['problems'])}")
+    io = Table("graph", "tensor", "direction", "shape", "dtype", "scale", "zero point")
+    for name, g in summary["graphs"].items():
+        for direction in ("inputs", "outputs"):
+            for t in g[direction]:
+                io.add_row(name, t["name"], direction[:-1], str(t["shape"]), t["dtype"], str(t["scale"]), str(t["zero_point"]))
+    console.print(io)

@@ -1,0 +1,55 @@
+"""What every command shares: JSON on stdout, progress bars on stderr, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from amc.common.progress import Report
+
+stderr = Console(stderr=True)
+
+
+
+def print_json(result: Any) -> None:
+    json.dump(result, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Report]:
+    """A rich progress bar on stderr, handed to the API as a `Report` callback."""
+    if not enabled or not stderr.is_terminal:
+        yield lambda description, done, total: None
+        return
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=stderr, transient=True) as bar:
+        def report(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+        yield report
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what libraries print to stdout (Python or native code) to stderr, so that stdout
+    carries only the `--json` result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,1 @@
+"""amc.patch: the .amcp patch blob: its byte layout, writer, reader, signature and reference apply."""
