@@ -385,7 +385,8 @@ def check_on_mcu(chain: list[tuple[Path, Path]], base: Path, target_name: str = 
     from amc.compiler.manifest import read_manifest
     from amc.ontarget.harness import GRAPHS, check_bundle_target, compare_outputs, host_outputs, record_graph_inputs
     from amc.patch import blob as pb
-    from amc.runtime.build import F_SIG_TRUSTED, FixtureCase, crosscheck_dumped, write_pack
+    from amc.runtime.c_tests import crosscheck_dumped
+    from amc.runtime.fixtures import F_SIG_TRUSTED, FixtureCase, write_pack
     from amc.targets.presets import get_target
 
     target = get_target(target_name)

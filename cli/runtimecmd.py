@@ -41,7 +41,7 @@ def test(
     json_out: bool = typer.Option(False, "--json", help="Print the suite counts as JSON."),
 ) -> None:
     """Build the C tests for a preset and run them (natively, qemu-user or qemu-system-arm)."""
-    from amc.runtime.build import test_runtime
+    from amc.runtime.c_tests import test_runtime
     with progress_bar(not json_out) as report:
         result = test_runtime(target, report=report)
     if json_out:

@@ -8,27 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.common.errors import InputError
 from amc.compiler.manifest import read_manifest
 from amc.model.config import ModelConfig
-
-
-def open_runner(backend: str, path: Path, graph: dict, micro: bool = False, arena: int | None = None):
-    """A callable float arrays -> list of float arrays, in the manifest's output order.
-    `arena`: TFLite Micro's tensor arena in bytes (default: the measured need and some room)."""
-    if backend == "executorch":
-        from amc.targets.backends.executorch import ExecutorchRunner
-        return ExecutorchRunner(path)
-    if backend == "tflite":
-        if micro:
-            from amc.targets.backends.tflite_micro import MicroRunner
-            return MicroRunner(path, graph, arena)
-        from amc.targets.backends.tflite import TfliteRunner
-        return TfliteRunner(path, graph)
-    if backend == "onnx":
-        from amc.targets.backends.onnx import OnnxRunner
-        return OnnxRunner(path, graph)
-    raise InputError(f"unknown backend '{backend}' in the manifest")
+from amc.targets.backends import get_backend
 
 
 class Bundle:
@@ -45,7 +27,8 @@ class Bundle:
         self.macs = {name: graphs[name]["macs_per_frame_nonzero"] for name in graphs}
         micro = runtime == "tflite-micro"
         arena = self.manifest.get("mcu", {}).get("shared_arena_bytes") if micro else None
-        self.runners = {name: open_runner(self.backend, self.path / graphs[name]["file"], graphs[name], micro, arena)
+        backend = get_backend(self.backend)
+        self.runners = {name: backend.open_runner(self.path / graphs[name]["file"], graphs[name], micro, arena)
                         for name in ("fast", "slow", "arbitrator")}
 
     def slow_step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray):

@@ -36,8 +36,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from amc.common.paths import device_sources
 from amc.common.errors import InputError, ToolMissingError
+from amc.common.paths import device_sources
 from amc.common.progress import quiet
 from amc.compiler.manifest import read_manifest
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amc.common.errors import InputError
+from amc.targets.backends import backend_of_file
 
 
 def inspect_path(path: Path | str) -> dict:
@@ -14,14 +15,7 @@ def inspect_path(path: Path | str) -> dict:
         return inspect_bundle(path)
     if not path.is_file():
         raise InputError(f"{path}: no such bundle or graph file")
-    suffix = path.suffix
-    if suffix == ".tflite":
-        return _inspect_tflite(path)
-    if suffix == ".pte":
-        return _inspect_pte(path)
-    if suffix == ".onnx":
-        return _inspect_onnx(path)
-    raise InputError(f"{path}: not a bundle directory or a .pte/.tflite/.onnx file")
+    return backend_of_file(path).module.inspect_file(path)
 
 
 def inspect_bundle(path: Path) -> dict:
@@ -62,45 +56,6 @@ def inspect_bundle(path: Path) -> dict:
     }
 
 
-def _inspect_tflite(path: Path) -> dict:
-    from amc.targets.backends.tflite import read_flatbuffer
-
-    model = read_flatbuffer(path.read_bytes())
-    by_name = {t["name"]: t for t in model["tensors"]}
-
-    def describe(name):
-        t = by_name[name]
-        return {"name": name, "shape": t["shape"], "dtype": t["dtype"],
-                "scale": float(t["scales"][0]) if t["scales"] is not None and t["scales"].size == 1 else None,
-                "zero_point": int(t["zero_points"][0]) if t["zero_points"] is not None and t["zero_points"].size == 1 else None}
-
-    constants = [t for t in model["tensors"] if t["offset"] is not None]
-    return {"path": str(path), "kind": "tflite", "bytes": path.stat().st_size, "ops": model["ops"],
-            "inputs": [describe(n) for n in model["inputs"]], "outputs": [describe(n) for n in model["outputs"]],
-            "weights": [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"], "offset": t["offset"],
-                         "length": t["length"], "per_channel": t["scales"] is not None and t["scales"].size > 1}
-                        for t in constants]}
 
 
-def _inspect_pte(path: Path) -> dict:
-    from amc.targets.backends.executorch import executorch_runtime
 
-    program = executorch_runtime().load_program(str(path))
-    meta = program.metadata("forward")
-    return {"path": str(path), "kind": "pte", "bytes": path.stat().st_size,
-            "inputs": [str(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
-            "outputs": [str(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
-            "methods": sorted(program.method_names)}
-
-
-def _inspect_onnx(path: Path) -> dict:
-    import onnx
-
-    model = onnx.load(str(path))
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"path": str(path), "kind": "onnx", "bytes": path.stat().st_size, "ops": ops,
-            "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
-            "initializers": [{"name": t.name, "dtype": onnx.TensorProto.DataType.Name(t.data_type), "shape": list(t.dims)}
-                             for t in model.graph.initializer]}

@@ -10,34 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from amc.common.atomic import replace_directory, staging_directory
-from amc.common.errors import AmcError, BudgetError, InputError
+from amc.common.errors import AmcError, InputError
+from amc.common.progress import Report, quiet
 from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, sha256_file, tool_versions, write_manifest
 from amc.compiler.split import DEFAULT_PASSES, GRAPHS, split_model
+from amc.targets.backends import get_backend
 from amc.targets.lowered import LoweredGraph
 from amc.targets.step_graph import StepGraph
-
-EXTENSIONS = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx"}
-VARIANTS = {"executorch": ("int8",), "tflite": ("int8", "int16x8"), "onnx": ("int8",)}
-"""Quantization variants a backend offers: int8 weights and activations, or (TFLite) int8
-weights with int16 activations ("16x8"), which keeps more resolution in the recurrent state."""
-
-Report = "Callable[[str, int, int], None]"
-
-
-def _noop(description: str, done: int, total: int) -> None:
-    pass
-
-
-def _backend_module(backend: str):
-    if backend == "executorch":
-        from amc.targets.backends import executorch as module
-    elif backend == "tflite":
-        from amc.targets.backends import tflite as module
-    elif backend == "onnx":
-        from amc.targets.backends import onnx as module
-    else:
-        raise InputError(f"unknown backend '{backend}'")
-    return module
 
 
 def default_output(target: str, backend: str) -> Path:
@@ -46,7 +25,7 @@ def default_output(target: str, backend: str) -> Path:
 
 def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", backend: str | None = None,
                    calib: Path | str | None = None, variant: str = "int8", output: Path | str | None = None,
-                   passes: tuple[str, ...] = DEFAULT_PASSES, verify: bool = True, report=_noop) -> dict:
+                   passes: tuple[str, ...] = DEFAULT_PASSES, verify: bool = True, report: Report = quiet) -> dict:
     from amc.model.checkpoint import REFERENCE, load_checkpoint
     from amc.targets.presets import check_backend, get_target
 
@@ -54,12 +33,12 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
     # 1. target and backend: refuse before any work
     preset = get_target(target)
     backend = check_backend(preset, backend)
-    if variant not in VARIANTS[backend]:
+    lowering = get_backend(backend).module
+    if variant not in get_backend(backend).variants:
         raise InputError(f"variant '{variant}' is not available for backend '{backend}': "
-                         f"use one of {', '.join(VARIANTS[backend])}")
-    lowering = _backend_module(backend)
+                         f"use one of {', '.join(get_backend(backend).variants)}")
     lowering.check_toolchain()
-    micro = backend == "tflite" and not preset.linux
+    micro = not preset.linux                  # a microcontroller runs its .tflite graphs in TFLite Micro
     output = Path(output) if output is not None else default_output(preset.name, backend)
 
     # 2. the float model
@@ -110,7 +89,7 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
     from amc.compiler import weight_map
     from amc.compiler.cost import macs_per_frame
 
-    extension = EXTENSIONS[backend]
+    extension = get_backend(backend).extension
     files = {}
     graphs: dict[str, dict] = {}
     entries: list[dict] = []
@@ -220,15 +199,14 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
     out["accuracy"] = verify.accuracy(model, bundle, audio.verification, preset.mflops)
     report("verify: timing", 0, 1)
     out["timing"] = verify.timing(bundle, samples)
-    out["timing"]["runtime"] = {"executorch": "executorch.runtime (XNNPACK)", "tflite": "ai-edge-litert",
-                                "onnx": "onnxruntime"}[backend]
+    out["timing"]["runtime"] = get_backend(backend).python_runtime
     report("verify: native timing", 0, 1)
     out["timing"]["native"] = verify.native_timing(staging, backend)
-    if backend == "tflite":
-        out["timing"]["invoke"] = verify.litert_invoke_timing(staging)
-    if backend == "tflite":
-        from amc.targets.backends import tflite
-        out["runtimes"] = tflite.cross_check(staging, read_manifest(staging), samples, micro)
+    extras = get_backend(backend)
+    if extras.invoke_timing:
+        out["timing"]["invoke"] = extras.invoke_timing(staging, read_manifest(staging))
+    if extras.cross_check:
+        out["runtimes"] = extras.cross_check(staging, read_manifest(staging), samples, micro)
     return out
 
 

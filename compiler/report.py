@@ -28,7 +28,7 @@ def render_markdown(result: dict) -> str:
     if "mcu" in result:
         mcu = result["mcu"]
         lines += ["## Microcontroller", "",
-                  f"TFLite Micro arenas: " + ", ".join(f"{g} {_kib(b)}" for g, b in mcu["arena_bytes"].items()) + ".",
+                  "TFLite Micro arenas: " + ", ".join(f"{g} {_kib(b)}" for g, b in mcu["arena_bytes"].items()) + ".",
                   f"Flash need {_kib(mcu['flash_need_bytes'])} of {_kib(mcu['flash_budget_bytes'])}; RAM need "
                   f"{_kib(mcu['ram_need_bytes'])} of {_kib(mcu['ram_budget_bytes'])}.",
                   f"C sources: {', '.join(mcu['c_sources'])}.", ""]

@@ -15,6 +15,7 @@ import torch
 from amc.calibration.audio import Audio
 from amc.common.errors import AmcError
 from amc.model.branched import BranchedEncoder
+from amc.targets.backends import get_backend
 
 STREAM_SECONDS = 10.0
 ONE_FRAME_SAMPLES = 64
@@ -120,56 +121,6 @@ def timing(bundle, samples: dict[str, list[tuple]], calls: int = TIMING_CALLS) -
             "timed": "from Python: one bundle step, numpy in and out (time.perf_counter)"}
 
 
-def litert_invoke_timing(bundle_dir: Path, calls: int = 2000, warmup: int = 200) -> dict:
-    """Median and p90 wall time per frame of each graph of a TFLite bundle, ai-edge-litert's
-    Interpreter.invoke() alone (inputs set once to fixed pseudo-random values, num_threads=1),
-    graphs interleaved call by call; as ratios to the slow graph. What remains of Python here is
-    one thin binding call; no native runner exists for LiteRT (see NO_NATIVE_RUNTIME)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from amc.compiler.manifest import read_manifest
-
-    graphs = read_manifest(bundle_dir)["graphs"]
-    rng = np.random.default_rng(0)
-    invokes = {}
-    for graph in ("fast", "slow", "arbitrator"):
-        interpreter = Interpreter(model_path=str(bundle_dir / graphs[graph]["file"]), num_threads=1)
-        interpreter.allocate_tensors()
-        for detail in interpreter.get_input_details():
-            dtype = np.dtype(detail["dtype"])
-            if dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                values = rng.integers(info.min, info.max, detail["shape"], endpoint=True)
-            else:
-                values = rng.uniform(-1.0, 1.0, detail["shape"])
-            interpreter.set_tensor(detail["index"], values.astype(dtype))
-        invokes[graph] = interpreter.invoke
-    times = {graph: [] for graph in invokes}
-    order = list(invokes)
-    for round_ in range(warmup + calls):
-        for k in range(len(order)):
-            graph = order[(round_ + k) % len(order)]
-            started = time.perf_counter()
-            invokes[graph]()
-            elapsed = time.perf_counter() - started
-            if round_ >= warmup:
-                times[graph].append(elapsed)
-    medians = {g: float(np.median(t)) * 1e6 for g, t in times.items()}
-    return {"runtime": "ai-edge-litert Interpreter.invoke()",
-            "fast_over_slow": round(medians["fast"] / (medians["slow"] or 1e-6), 3),
-            "arbitrator_over_slow": round(medians["arbitrator"] / (medians["slow"] or 1e-6), 3),
-            "calls": calls, "threads": "num_threads=1",
-            "median_us": {g: round(m, 2) for g, m in medians.items()},
-            "p90_us": {g: round(float(np.percentile(t, 90)) * 1e6, 2) for g, t in times.items()},
-            "timed": "from Python: invoke() alone, inputs set once (time.perf_counter)"}
-
-
-NATIVE_RUNTIMES = {"executorch": "amc-runner (ExecuTorch C++ Module, XNNPACK)"}
-NO_NATIVE_RUNTIME = {
-    "tflite": "amc-runner has no LiteRT runtime built in: the ai-edge-litert wheel ships libLiteRt.so "
-              "without the C headers to compile against",
-    "onnx": "amc-runner runs ExecuTorch bundles only",
-}
 
 
 def native_timing(bundle_dir: Path, backend: str) -> dict:
@@ -177,8 +128,9 @@ def native_timing(bundle_dir: Path, backend: str) -> dict:
     C++ by amc-runner built for this host, graphs interleaved call by call, on the calling thread
     only; as ratios to the slow graph. {"unavailable": why} where the backend has no native runner
     here or the runner cannot be built (no cmake or C++ compiler): the Python timing then stands alone."""
-    if backend not in NATIVE_RUNTIMES:
-        return {"unavailable": NO_NATIVE_RUNTIME.get(backend, f"no native runner for backend '{backend}'")}
+    backend = get_backend(backend)
+    if not backend.native_runtime:
+        return {"unavailable": backend.no_native_runtime}
     from amc.targets.device_runner import bench_bundle
 
     try:
@@ -187,7 +139,7 @@ def native_timing(bundle_dir: Path, backend: str) -> dict:
         return {"unavailable": str(error)}
     graphs = bench["graphs"]
     slow = graphs["slow"]["median_us"] or 1e-6
-    return {"runtime": NATIVE_RUNTIMES[backend],
+    return {"runtime": backend.native_runtime,
             "fast_over_slow": round(graphs["fast"]["median_us"] / slow, 3),
             "arbitrator_over_slow": round(graphs["arbitrator"]["median_us"] / slow, 3),
             "calls": bench["frames"], "threads": bench["threads"],

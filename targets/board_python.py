@@ -35,8 +35,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from amc.common.paths import device_sources
 from amc.common.errors import AmcError, InputError, ToolMissingError
+from amc.common.paths import device_sources
 from amc.targets.cross_libs import DEB_ARCH, deb_path, download_deb
 from amc.targets.device_libs import cache_root, download_wheel, pinned_version, wheel_path
 from amc.targets.presets import Target

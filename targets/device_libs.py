@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from amc.common.paths import build_root
 from amc.common.errors import InputError, ToolMissingError
+from amc.common.paths import build_root
 
 PLATFORMS = {"aarch64-linux-gnu": ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64")}
 """Wheel platform tags per cross triple. armhf (rpi3) has no executorch/LiteRT wheels on PyPI."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amc.common.paths import build_root, device_sources
 from amc.common.errors import AmcError, InputError
+from amc.common.paths import build_root, device_sources
 from amc.common.progress import quiet
 from amc.device.board import tflite_board as tflite_device
 from amc.targets.device_libs import DeviceLibs, device_libs, installed_libs

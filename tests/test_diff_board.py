@@ -66,7 +66,9 @@ def test_blobs_apply_in_place_on_rpi4(tmp_path):
 
 @pytest.mark.cross
 def test_blobs_apply_bare_metal_on_cortex_m7(tmp_path):
-    from amc.runtime.build import F_SIG_TRUSTED, FixtureCase, build_runtime, runner_command, write_pack
+    from amc.runtime.build import build_runtime
+    from amc.runtime.c_tests import runner_command
+    from amc.runtime.fixtures import F_SIG_TRUSTED, FixtureCase, write_pack
     from amc.targets.presets import get_target
 
     base, chain = _chain(tmp_path)

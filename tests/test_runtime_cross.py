@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from amc.runtime import build as rb
+from amc.runtime import build, c_tests
 
 pytestmark = pytest.mark.cross
 
 
 @pytest.mark.parametrize("target", ["rpi4", "rpi3", "cortex-m4", "cortex-m7"])
 def test_suites_on_target(target):
-    result = rb.test_runtime(target)
+    result = c_tests.test_runtime(target)
     assert result.ok, result.output[-3000:]
     s = result.suites
     assert s["crosscheck"]["cases"] >= 300 and s["crosscheck"]["failed"] == 0
@@ -33,20 +33,20 @@ def test_pi_amc_patch_carries_libsodium(target):
 
     from amc.targets.presets import get_target
 
-    build = rb.build_runtime(target)
-    assert build.cli is not None, build.cli_missing
+    built = build.build_runtime(target)
+    assert built.cli is not None, built.cli_missing
     preset = get_target(target)
-    dynamic = subprocess.run([f"{preset.triple}-readelf", "-d", str(build.cli)], capture_output=True, text=True).stdout
+    dynamic = subprocess.run([f"{preset.triple}-readelf", "-d", str(built.cli)], capture_output=True, text=True).stdout
     needed = {line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line}
     assert needed and all(name.startswith(("libc.so", "ld-linux")) for name in needed), needed
-    usage = subprocess.run(rb.runner_command(preset, build.cli, []), capture_output=True, text=True)
+    usage = subprocess.run(c_tests.runner_command(preset, built.cli, []), capture_output=True, text=True)
     assert usage.returncode == 64 and "amc-patch apply" in usage.stdout + usage.stderr
 
 
 def test_cortex_m4_apply_path_budget():
     """At most 4 KB of flash (SHA-256 included, no signature verifier) and at most 1 KB of RAM
     for the state plus the worst-case stack, beyond the caller's page and bucket buffers."""
-    sizes = rb.build_runtime("cortex-m4").sizes
+    sizes = build.build_runtime("cortex-m4").sizes
     assert sizes["libc_functions"] == []
     assert sizes["text_bytes"] + sizes["data_bytes"] <= 4096, sizes
     assert sizes["bss_bytes"] + sizes["state_bytes"] + sizes["max_stack_bytes"] <= 1024, sizes

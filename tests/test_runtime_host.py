@@ -13,7 +13,7 @@ import pytest
 
 from amc.cli import main
 from amc.patch import blob as pb
-from amc.runtime import build as rb
+from amc.runtime import build, c_tests, fuzz
 
 KEY = pb.example_signing_key()
 PUBLIC = pb.public_key(KEY)
@@ -31,16 +31,16 @@ def _check_suites(result):
 
 
 def test_host_suites():
-    _check_suites(rb.test_runtime("host"))
+    _check_suites(c_tests.test_runtime("host"))
 
 
 def test_host_suites_under_asan_and_ubsan():
-    _check_suites(rb.test_runtime("host", variant="asan"))
+    _check_suites(c_tests.test_runtime("host", variant="asan"))
 
 
 def test_hash_vectors_match_python():
-    build = rb.build_runtime("host")
-    out = subprocess.run([str(build.tests), "--hash-vectors"], capture_output=True, text=True,
+    built = build.build_runtime("host")
+    out = subprocess.run([str(built.tests), "--hash-vectors"], capture_output=True, text=True,
                          check=True).stdout
     lines = [dict(w.split("=") for w in line.split()[1:]) for line in out.splitlines()]
     assert len(lines) == 24
@@ -49,14 +49,14 @@ def test_hash_vectors_match_python():
 
 
 def test_fuzz_parser_and_apply_path():
-    result = rb.fuzz_runtime(seconds=20)
+    result = fuzz.fuzz_runtime(seconds=20)
     assert result["crashes"] == 0, result["output_tail"]
     assert result["executions"] > 1000
 
 
 def test_sizes_reported_for_host():
-    build = rb.build_runtime("host")
-    assert build.sizes["text_bytes"] > 0 and build.sizes["max_stack_bytes"] > 0
+    built = build.build_runtime("host")
+    assert built.sizes["text_bytes"] > 0 and built.sizes["max_stack_bytes"] > 0
 
 
 # ---- amc patch on a bundle ---------------------------------------------------------------------

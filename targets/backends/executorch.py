@@ -8,6 +8,8 @@ ranges over both branches, so fast and slow quantize the state identically."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -294,3 +296,17 @@ class ExecutorchRunner:
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in arrays])
         return [o.numpy() for o in outputs]
+
+
+def open_runner(path, graph: dict, micro: bool = False, arena: int | None = None):
+    return ExecutorchRunner(path)
+
+
+def inspect_file(path: Path) -> dict:
+    """`amc inspect FILE`: the graph file's I/O, operators and constants."""
+    program = executorch_runtime().load_program(str(path))
+    meta = program.metadata("forward")
+    return {"path": str(path), "kind": "pte", "bytes": path.stat().st_size,
+            "inputs": [str(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+            "outputs": [str(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
+            "methods": sorted(program.method_names)}

@@ -175,3 +175,21 @@ class OnnxRunner:
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         feed = {name: np.ascontiguousarray(a, np.float32) for name, a in zip(self.inputs, arrays)}
         return self.session.run(self.outputs, feed)
+
+
+def open_runner(path, graph: dict, micro: bool = False, arena: int | None = None):
+    return OnnxRunner(path, graph)
+
+
+def inspect_file(path: Path) -> dict:
+    """`amc inspect FILE`: the graph file's I/O, operators and constants."""
+    import onnx
+
+    model = onnx.load(str(path))
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {"path": str(path), "kind": "onnx", "bytes": path.stat().st_size, "ops": ops,
+            "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
+            "initializers": [{"name": t.name, "dtype": onnx.TensorProto.DataType.Name(t.data_type), "shape": list(t.dims)}
+                             for t in model.graph.initializer]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +292,47 @@ def lsb_distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
 
 
+def invoke_timing(bundle_dir: Path, manifest: dict, calls: int = 2000, warmup: int = 200) -> dict:
+    """Median and p90 wall time per frame of each graph of a TFLite bundle, ai-edge-litert's
+    Interpreter.invoke() alone (inputs set once to fixed pseudo-random values, num_threads=1),
+    graphs interleaved call by call; as ratios to the slow graph. What remains of Python here is
+    one thin binding call; no native runner exists for LiteRT (amc.targets.backends)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    graphs = manifest["graphs"]
+    rng = np.random.default_rng(0)
+    invokes = {}
+    for graph in ("fast", "slow", "arbitrator"):
+        interpreter = Interpreter(model_path=str(bundle_dir / graphs[graph]["file"]), num_threads=1)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            dtype = np.dtype(detail["dtype"])
+            if dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                values = rng.integers(info.min, info.max, detail["shape"], endpoint=True)
+            else:
+                values = rng.uniform(-1.0, 1.0, detail["shape"])
+            interpreter.set_tensor(detail["index"], values.astype(dtype))
+        invokes[graph] = interpreter.invoke
+    times = {graph: [] for graph in invokes}
+    order = list(invokes)
+    for round_ in range(warmup + calls):
+        for k in range(len(order)):
+            graph = order[(round_ + k) % len(order)]
+            started = time.perf_counter()
+            invokes[graph]()
+            elapsed = time.perf_counter() - started
+            if round_ >= warmup:
+                times[graph].append(elapsed)
+    medians = {g: float(np.median(t)) * 1e6 for g, t in times.items()}
+    return {"runtime": "ai-edge-litert Interpreter.invoke()",
+            "fast_over_slow": round(medians["fast"] / (medians["slow"] or 1e-6), 3),
+            "arbitrator_over_slow": round(medians["arbitrator"] / (medians["slow"] or 1e-6), 3),
+            "calls": calls, "threads": "num_threads=1",
+            "median_us": {g: round(m, 2) for g, m in medians.items()},
+            "p90_us": {g: round(float(np.percentile(t, 90)) * 1e6, 2) for g, t in times.items()},
+            "timed": "from Python: invoke() alone, inputs set once (time.perf_counter)"}
+
 def cross_check(bundle_dir: Path, manifest: dict, samples: dict[str, list[tuple]], micro: bool) -> dict:
     """The other interpreters on the same quantized inputs: TFLite Micro (MCU bundles) against
     ai-edge-litert's reference kernels and its optimized ones: whether the outputs are identical
@@ -324,3 +366,29 @@ def cross_check(bundle_dir: Path, manifest: dict, samples: dict[str, list[tuple]
 
     result["tflite-runtime"] = check_with_tflite_runtime(bundle_dir, manifest, samples)
     return result
+
+
+def open_runner(path: Path, graph: dict, micro: bool = False, arena: int | None = None):
+    if micro:
+        from amc.targets.backends.tflite_micro import MicroRunner
+        return MicroRunner(path, graph, arena)
+    return TfliteRunner(path, graph)
+
+
+def inspect_file(path: Path) -> dict:
+    """`amc inspect FILE`: the graph file's I/O, operators and constants."""
+    model = read_flatbuffer(path.read_bytes())
+    by_name = {t["name"]: t for t in model["tensors"]}
+
+    def describe(name):
+        t = by_name[name]
+        return {"name": name, "shape": t["shape"], "dtype": t["dtype"],
+                "scale": float(t["scales"][0]) if t["scales"] is not None and t["scales"].size == 1 else None,
+                "zero_point": int(t["zero_points"][0]) if t["zero_points"] is not None and t["zero_points"].size == 1 else None}
+
+    constants = [t for t in model["tensors"] if t["offset"] is not None]
+    return {"path": str(path), "kind": "tflite", "bytes": path.stat().st_size, "ops": model["ops"],
+            "inputs": [describe(n) for n in model["inputs"]], "outputs": [describe(n) for n in model["outputs"]],
+            "weights": [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"], "offset": t["offset"],
+                         "length": t["length"], "per_channel": t["scales"] is not None and t["scales"].size > 1}
+                        for t in constants]}
