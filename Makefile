@@ -54,7 +54,7 @@ $(TFLITE_RUNTIME_VENV)/.installed:
 	touch $@
 
 run: setup
-	$(BIN)/amc compile --target rpi4 --json
+	$(BIN)/amc compile --target rpi4
 
 test: setup
 	$(BIN)/python -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from amc.cli.output import print_json, progress_bar, stderr, stdout_to_stderr
+from amc.cli.output import print_json, progress_bar, stdout_to_stderr
 
 
 def compile(
@@ -32,19 +32,49 @@ def compile(
     if json_out:
         print_json(result)
         return
-    stderr.print(f"bundle: {result['bundle']} ({result['backend']}, {result['variant']}), "
-                 f"{result['bundle_graph_bytes']} bytes = {100 * result['size_ratio']:.1f}% of float")
-    for name, graph in result["graphs"].items():
-        stderr.print(f"  {name:10s} {graph['file']:18s} {graph['bytes']:>9d} B  {graph['macs_per_frame']:>9d} MACs/frame")
+    print("\n".join(compile_summary(result)))
+
+
+def compile_summary(result: dict) -> list[str]:
+    """What a person reads after `amc compile`: where the bundle is, its sizes, how far int8 drifts
+    from float, how the branches' times compare, and what to run next."""
+    bundle = result["bundle"]
+    graphs = " · ".join(f"{g['file']} {g['bytes']:,} B" for g in result["graphs"].values())
+    lines = [f"Compiled for {result['target']} ({result['backend']}, {result['variant']})"
+             + (f" in {result['compile_seconds']} s" if "compile_seconds" in result else ""),
+             f"  bundle   {bundle}/  (manifest.json, report.md)",
+             f"  graphs   {graphs} = {result['bundle_graph_bytes']:,} B, "
+             f"{100 * result['size_ratio']:.1f}% of the float model"]
+    if result.get("mcu"):
+        mcu = result["mcu"]
+        lines.append(f"  mcu      arena {mcu['shared_arena_bytes']:,} B + state {mcu['state_bytes']:,} B of RAM "
+                     f"{mcu['ram_budget_bytes']:,} B; flash {mcu['flash_need_bytes']:,} B of {mcu['flash_budget_bytes']:,} B")
     verification = result.get("verification")
     if verification:
+        accuracy = verification["accuracy"]
+        if accuracy.get("utterances"):
+            lines.append(f"  int8     CER {accuracy['float']['cer']}% float -> {accuracy['int8']['cer']}% int8 "
+                         f"({accuracy['cer_delta']:+.2f}) on {accuracy['utterances']} utterances at "
+                         f"{accuracy['mflops']:g} MFLOP/s; fast frames {accuracy['float']['fast_fraction']:.1%} -> "
+                         f"{accuracy['int8']['fast_fraction']:.1%}")
         snr = ", ".join(f"{g} {v['snr_db']} dB" for g, v in verification["one_frame"].items())
-        stderr.print(f"  SNR one frame: {snr}")
-        acc = verification["accuracy"]
-        if acc.get("utterances"):
-            stderr.print(f"  CER float {acc['float']['cer']}% -> int8 {acc['int8']['cer']}%; fast fraction "
-                         f"{acc['float']['fast_fraction']} -> {acc['int8']['fast_fraction']}")
-    stderr.print(f"  report: {result['bundle']}/report.md")
+        lines.append(f"           one-frame SNR against float: {snr}")
+        timing = verification["timing"]
+        native = timing.get("native", {})
+        measured = [f"{native['fast_over_slow']} natively ({native['runtime']})"] if "fast_over_slow" in native else []
+        measured.append(f"{timing['fast_over_slow']} from Python ({timing['runtime']})")
+        lines.append(f"  timing   fast/slow per frame: {', '.join(measured)}")
+    else:
+        lines.append("  verify   not run (--no-verify)")
+    target = result["target"]
+    lines += ["  next",
+              f"    amc inspect {bundle}               what the bundle holds, weight map included",
+              f"    amc eval {bundle} --data DIR      CER, fast fraction and latency on an audio folder",
+              f"    amc simulate {bundle} --data DIR --plot timeline.png",
+              f"    amc test --target {target} --bundle {bundle}   run it on the emulated board"
+              if target != "host" else "",
+              f"    amc compile --target {target} --json   the full result, for scripts"]
+    return [line for line in lines if line]
 
 
 def inspect(

@@ -94,9 +94,30 @@ def test_tflite_mcu_bundle(inputs, tmp_path):
     source = (tmp_path / "m7" / "model_data.c").read_text()
     assert "amc_slow_model" in source and "aligned" in (tmp_path / "m7" / "model_data.h").read_text()
     assert inspect_path(tmp_path / "m7")["weight_map"]["checked_against_files"] is True
+    from amc.cli.compilecmd import compile_summary
+    assert any(line.lstrip().startswith("mcu") and f"arena {mcu['shared_arena_bytes']:,} B" in line
+               for line in compile_summary(result))
 
 
 def test_onnx_bundle(inputs, tmp_path):
     checkpoint, corpus = inputs
     result = compile_bundle(checkpoint, target="rpi4", backend="onnx", calib=corpus, output=tmp_path / "onnx")
     _check_bundle(result)
+
+
+def test_compile_summary_says_where_and_how_far_int8_drifts(executorch_bundle):
+    """What `amc compile` prints without --json: a few lines a person reads, from the result."""
+    from amc.cli.compilecmd import compile_summary
+
+    result = executorch_bundle
+    lines = compile_summary(result)
+    text = "\n".join(lines)
+    assert len(lines) <= 16 and not text.lstrip().startswith("{")
+    assert f"{result['bundle']}/" in text
+    assert f"{result['bundle_graph_bytes']:,} B" in text
+    accuracy = result["verification"]["accuracy"]
+    assert f"({accuracy['cer_delta']:+.2f})" in text
+    assert f"fast/slow per frame: " in text and str(result["verification"]["timing"]["fast_over_slow"]) in text
+    assert f"amc test --target rpi4 --bundle {result['bundle']}" in text
+    unverified = compile_summary({**result, "verification": None})
+    assert any("not run" in line for line in unverified) and not any("int8 " in line for line in unverified)

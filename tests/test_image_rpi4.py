@@ -17,7 +17,7 @@ from amc.common.errors import InputError
 from tests.ondevice_fixtures import fixture_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-BOOT = REPO / "targets" / "runner" / "boot"
+BOOT = REPO / "device" / "boot"
 
 
 @pytest.fixture(scope="module")
