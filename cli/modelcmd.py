@@ -76,7 +76,7 @@ def evaluate(model: Optional[Path] = Model, data: Path = Data, route: str = Rout
              mflops: Optional[float] = typer.Option(None, help="Processor speed for the backlog (default: the model's)."),
              json_out: bool = Json) -> None:
     """Character and word error rate, fast-branch fraction and MFLOPs per frame, streaming."""
-    from amc.compiler.evaluate import evaluate_path
+    from amc.compiler.scoring import evaluate_path
 
     with progress_bar(not json_out) as report:
         result = evaluate_path(model, data, route, mflops, report=report)
@@ -92,7 +92,7 @@ def simulate(model: Optional[Path] = Model, data: Path = Data,
              route: str = Route, plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG timeline."),
              json_out: bool = Json) -> None:
     """Real-time streaming on a processor of MFLOPS: end-of-utterance latency and real-time factor."""
-    from amc.compiler.evaluate import simulate_path
+    from amc.compiler.scoring import simulate_path
 
     with progress_bar(not json_out) as report:
         result = simulate_path(model, data, mflops, route, plot, report=report)

@@ -102,7 +102,7 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
 
 def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> dict[str, tuple[bytes, int]]:
     from amc.runtime.build import RUNTIME_DIR, build_runtime
-    from amc.targets.device_runner import build_runner
+    from amc.targets.amc_runner import build_runner
 
     if manifest["backend"] != "executorch":
         raise InputError(f"{bundle}: the {target.name} overlay carries amc-runner, which runs ExecuTorch bundles; "

@@ -131,7 +131,7 @@ def native_timing(bundle_dir: Path, backend: str) -> dict:
     backend = get_backend(backend)
     if not backend.native_runtime:
         return {"unavailable": backend.no_native_runtime}
-    from amc.targets.device_runner import bench_bundle
+    from amc.targets.amc_runner import bench_bundle
 
     try:
         bench = bench_bundle(bundle_dir)

@@ -204,7 +204,7 @@ class Board:
     """A Linux board preset under qemu-user, with amc-runner built for it."""
 
     def __init__(self, target: Target, report=quiet):
-        from amc.targets.device_runner import build_runner
+        from amc.targets.amc_runner import build_runner
         from amc.targets.qemu import cross_toolchain, qemu_user
 
         self.target = target
@@ -231,7 +231,7 @@ class Board:
 
     def run_graphs(self, bundle: Path, inputs: dict[str, list], work: Path, exact: bool = False) -> dict[str, list]:
         """Each graph on the recorded inputs on the board (see `kernel_options` for `exact`)."""
-        from amc.targets.device_runner import read_records, write_records
+        from amc.targets.amc_runner import read_records, write_records
 
         out = {}
         for graph in GRAPHS:
@@ -249,7 +249,7 @@ class Board:
         return host_outputs(load_bundle(bundle), inputs)
 
     def stream(self, bundle: Path, utterances: list[np.ndarray], mflops: float, work: Path) -> list[dict]:
-        from amc.targets.device_runner import parse_stream, write_features
+        from amc.targets.amc_runner import parse_stream, write_features
 
         features = write_features(work / "utterances.amcf", utterances)
         return parse_stream(self.run_bundle_tool(["stream", bundle, features, "--mflops", repr(float(mflops))],

@@ -11,8 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "build" / "ondevice" / "fixtures"
 _COMPILER_SOURCES = ("common", "patch", "model", "calibration", "passes", "targets", "compiler")
-_NOT_COMPILER = ("patch/", "compiler/image.py", "compiler/bundle_diff.py", "compiler/evaluate.py",
-                 "targets/device_runner.py", "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py",
+_NOT_COMPILER = ("patch/", "compiler/image.py", "compiler/bundle_diff.py", "compiler/scoring.py",
+                 "targets/amc_runner.py", "targets/device_libs.py", "targets/cross_libs.py", "targets/qemu.py",
                  "targets/board_python.py", "targets/backends/onnx.py", "model/train.py", "model/neural_diff.py",
                  "model/updates/", "model/corpus/updates.py")
 """Code that makes neither fixture bundle: the blob format, images, diffs and updates, training,

@@ -30,7 +30,7 @@ def test_unknown_route_is_rejected(tmp_path, tiny_model, capsys):
 
 
 def test_eval_and_simulate_json(tmp_path, tiny_model, capsys, monkeypatch):
-    from amc.compiler import evaluate as simulate
+    from amc.compiler import scoring as simulate
     from tests.conftest import random_features
 
     save_checkpoint(tiny_model, tmp_path / "ckpt")

@@ -23,7 +23,7 @@ def rpi4_bundle() -> tuple[Path, Path]:
 # ---- the device files: formats (plain) ----------------------------------------------------------
 
 def test_records_round_trip(tmp_path):
-    from amc.targets.device_runner import read_records, write_records
+    from amc.targets.amc_runner import read_records, write_records
 
     records = [[np.arange(6, dtype=np.float32).reshape(2, 3), np.array([-3, 7], np.int8)],
                [np.zeros(6, np.float32), np.array([127, -128], np.int8)]]
@@ -38,7 +38,7 @@ def test_records_round_trip(tmp_path):
 
 
 def test_stream_report_is_parsed():
-    from amc.targets.device_runner import parse_stream
+    from amc.targets.amc_runner import parse_stream
 
     out = ("utterance 0 frames=3 fast_frames=1 latency_ms=12.500000\nroutes 0 SFS\ntext 0  hi there\n"
            "utterance 1 frames=0 fast_frames=0 latency_ms=0.000000\nroutes 1 \ntext 1 \nsummary target=rpi4\n")

@@ -54,7 +54,7 @@ def test_device_script_streams_like_evaluate_bundle(rpi4_tflite_bundle, tmp_path
     from amc.model.evaluate import evaluate_bundle
     from amc.model.feature_set import load_features
     from amc.ontarget.harness import compare_streams
-    from amc.targets.device_runner import parse_stream, write_features
+    from amc.targets.amc_runner import parse_stream, write_features
 
     bundle, audio = rpi4_tflite_bundle
     host = load_bundle(bundle)

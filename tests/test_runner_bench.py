@@ -26,7 +26,7 @@ def bundle():
 # ---- plain -----------------------------------------------------------------------------------------
 
 def test_bench_output_is_parsed_after_runtime_log_lines():
-    from amc.targets.device_runner import parse_bench
+    from amc.targets.amc_runner import parse_bench
 
     out = ('I 00:00:00.003 executorch:cpuinfo_utils.cpp:71] Reading file\n'
            '{"runner_target": "host", "frames": 3, "graphs": {"slow": {"median_us": 2.5}}}\n')
@@ -72,7 +72,7 @@ def test_report_labels_python_and_native_timing():
 
 @pytest.mark.toolchain
 def test_host_runner_benches_every_graph(bundle):
-    from amc.targets.device_runner import bench_bundle
+    from amc.targets.amc_runner import bench_bundle
 
     result = bench_bundle(bundle, frames=40, warmup=4)
     assert result["runner_target"] == "host" and result["bundle_target"] == "rpi4"
@@ -87,7 +87,7 @@ def test_host_runner_benches_every_graph(bundle):
 
 @pytest.mark.toolchain
 def test_host_runner_refuses_bad_bench_options(bundle):
-    from amc.targets.device_runner import build_runner
+    from amc.targets.amc_runner import build_runner
 
     runner = build_runner("host")
     env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(map(str, runner.library_path)))

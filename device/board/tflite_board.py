@@ -17,9 +17,9 @@ softmax(route_logits)[1] > route_threshold; h and c come from the branch that ra
 follows model/routing.py, b_0 = 0, b_{t+1} = max(0, b_t + cost_t - frame_ms), with
 cost_t = (arbitrator + branch MFLOPs) * 1000 / speed and MFLOPs = 2 * macs_per_frame_nonzero / 1e6.
 It prints amc-runner's report lines (`utterance`, `routes`, `text`, `summary`), which
-`amc.targets.device_runner.parse_stream` reads.
+`amc.targets.amc_runner.parse_stream` reads.
 
-The record (AMCR) and feature (AMCF) files are those of targets/device_runner.py."""
+The record (AMCR) and feature (AMCF) files are those of targets/amc_runner.py."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def info() -> None:
           f"python={platform.python_version()} machine={platform.machine()}")
 
 
-# ---- AMCR and AMCF files (the host's side: targets/device_runner.py) ----------------------------------
+# ---- AMCR and AMCF files (the host's side: targets/amc_runner.py) ----------------------------------
 
 def _read_versioned(path: str, magic: bytes) -> tuple[bytes, int, int]:
     """A file's bytes and the two counts after its magic and version 1 (16-byte header)."""
