@@ -30,8 +30,6 @@ from amc.common.progress import Report, quiet
 SCENARIO = "scenario.json"
 
 
-
-
 # ---- generic binary diffs ----------------------------------------------------------------------
 
 def generic_diff_sizes(old: dict[str, bytes], new: dict[str, bytes]) -> dict[str, int]:
@@ -334,7 +332,8 @@ def check_on_board(chain: list[tuple[Path, Path]], base: Path, target_name: str 
     runner, must give the outputs the new bundle gives on the host."""
     from amc.compiler.bundle import load_bundle
     from amc.model.feature_set import load_features
-    from amc.ontarget.harness import Board, compare_outputs, host_outputs, patch_tool, record_graph_inputs
+    from amc.ontarget.linux_board import Board, patch_tool
+    from amc.ontarget.recording import compare_outputs, host_outputs, record_graph_inputs
     from amc.patch import blob as pb
     from amc.targets.presets import get_target
 
@@ -383,7 +382,7 @@ def check_on_mcu(chain: list[tuple[Path, Path]], base: Path, target_name: str = 
     previous step's (`utterances=0` skips the graphs)."""
     from amc.compiler.bundle import load_bundle
     from amc.compiler.manifest import read_manifest
-    from amc.ontarget.harness import GRAPHS, check_bundle_target, compare_outputs, host_outputs, record_graph_inputs
+    from amc.ontarget.recording import GRAPHS, check_bundle_target, compare_outputs, host_outputs, record_graph_inputs
     from amc.patch import blob as pb
     from amc.runtime.c_tests import crosscheck_dumped
     from amc.runtime.fixtures import F_SIG_TRUSTED, FixtureCase, write_pack

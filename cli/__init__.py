@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from amc.cli.output import quiet_libraries
 from amc.common.errors import AmcError
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    quiet_libraries()
     try:
         app(args=argv, prog_name="amc")
     except AmcError as error:

@@ -53,7 +53,7 @@ def compile_summary(result: dict) -> list[str]:
     if verification:
         accuracy = verification["accuracy"]
         if accuracy.get("utterances"):
-            lines.append(f"  int8     CER {accuracy['float']['cer']}% float -> {accuracy['int8']['cer']}% int8 "
+            lines.append(f"  int8     CER {accuracy['float']['cer']:.2f}% float -> {accuracy['int8']['cer']:.2f}% int8 "
                          f"({accuracy['cer_delta']:+.2f}) on {accuracy['utterances']} utterances at "
                          f"{accuracy['mflops']:g} MFLOP/s; fast frames {accuracy['float']['fast_fraction']:.1%} -> "
                          f"{accuracy['int8']['fast_fraction']:.1%}")
@@ -61,19 +61,21 @@ def compile_summary(result: dict) -> list[str]:
         lines.append(f"           one-frame SNR against float: {snr}")
         timing = verification["timing"]
         native = timing.get("native", {})
-        measured = [f"{native['fast_over_slow']} natively ({native['runtime']})"] if "fast_over_slow" in native else []
-        measured.append(f"{timing['fast_over_slow']} from Python ({timing['runtime']})")
+        measured = [f"{native['fast_over_slow']} in {native['runtime']}"] if "fast_over_slow" in native else []
+        measured.append(f"{timing['fast_over_slow']} from Python in {timing['runtime']}")
         lines.append(f"  timing   fast/slow per frame: {', '.join(measured)}")
     else:
         lines.append("  verify   not run (--no-verify)")
     target = result["target"]
-    lines += ["  next",
-              f"    amc inspect {bundle}               what the bundle holds, weight map included",
-              f"    amc eval {bundle} --data DIR      CER, fast fraction and latency on an audio folder",
-              f"    amc simulate {bundle} --data DIR --plot timeline.png",
-              f"    amc test --target {target} --bundle {bundle}   run it on the emulated board"
-              if target != "host" else "",
-              f"    amc compile --target {target} --json   the full result, for scripts"]
+    steps = [(f"amc inspect {bundle}", "what the bundle holds, weight map included"),
+             (f"amc eval {bundle} --data DIR", "CER, fast fraction and latency on an audio folder"),
+             (f"amc simulate {bundle} --data DIR --plot timeline.png", "the backlog, frame by frame"),
+             (f"amc test --target {target} --bundle {bundle}", "run it on the emulated board"),
+             (f"amc compile --target {target} --json", "the whole result, for scripts")]
+    if target == "host":
+        steps.pop(3)
+    width = max(len(command) for command, _ in steps)
+    lines += ["  next"] + [f"    {command:<{width}}  {why}" for command, why in steps]
     return [line for line in lines if line]
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +18,17 @@ from amc.common.progress import Report
 
 stderr = Console(stderr=True)
 
+LIBRARY_LOGGERS = ("torch", "torchao", "executorch", "jax", "absl", "tensorflow", "onnxscript")
+
+
+def quiet_libraries() -> None:
+    """Keep the toolchains' Python warnings and log chatter (deprecations inside torch, executorch,
+    LiteRT, ...) off the terminal: a user can act on none of them. AMC_LIBRARY_WARNINGS=1 shows them."""
+    if os.environ.get("AMC_LIBRARY_WARNINGS"):
+        return
+    warnings.filterwarnings("ignore", module=r"(?!amc\.)")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def print_json(result: Any) -> None:

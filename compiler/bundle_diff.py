@@ -39,8 +39,6 @@ _FOLDED = re.compile(r"^fold_normalization columns (\d+):(\d+) ")
 _ELEMENT = {"int8": 1, "int16": 2, "int32": 4}
 
 
-
-
 # ---- the base bundle ------------------------------------------------------------------------
 
 @dataclass

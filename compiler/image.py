@@ -51,8 +51,6 @@ RUNNER_LIBRARIES = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecu
 BUNDLE_DIR = "var/lib/amc/model"
 
 
-
-
 def epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "0")
     try:

@@ -56,6 +56,3 @@ def inspect_bundle(path: Path) -> dict:
     }
 
 
-
-
-

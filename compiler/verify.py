@@ -121,8 +121,6 @@ def timing(bundle, samples: dict[str, list[tuple]], calls: int = TIMING_CALLS) -
             "timed": "from Python: one bundle step, numpy in and out (time.perf_counter)"}
 
 
-
-
 def native_timing(bundle_dir: Path, backend: str) -> dict:
     """Median and p90 wall time per frame of each graph, the runtime's own execute call timed in
     C++ by amc-runner built for this host, graphs interleaved call by call, on the calling thread

@@ -47,8 +47,6 @@ DIFF_VERSION = 1
 METHODS = ("sparse", "hash")
 
 
-
-
 # ---- regions: the int8 tensors an update may change -------------------------------------------
 
 @dataclass

@@ -44,8 +44,6 @@ class PatchResult:
                 "manifest_updated": self.manifest_updated, "runtime": self.runtime_output}
 
 
-
-
 def host_cli(report: Report = quiet) -> Path:
     """The host build of `amc-patch`, built with cmake if missing."""
     from amc.runtime.build import build_dir, build_runtime

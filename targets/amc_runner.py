@@ -42,8 +42,6 @@ class RunnerBuild:
         return [self.executorch.lib_dir]
 
 
-
-
 def build_runner(target_name: str, report=quiet) -> RunnerBuild:
     """cmake configure (once) and build of device/runner for a Linux preset into build/runner/<target>:
     cross-compiled against the board's wheel, or for `host` natively against the installed package."""

@@ -117,7 +117,7 @@ def test_compile_summary_says_where_and_how_far_int8_drifts(executorch_bundle):
     assert f"{result['bundle_graph_bytes']:,} B" in text
     accuracy = result["verification"]["accuracy"]
     assert f"({accuracy['cer_delta']:+.2f})" in text
-    assert f"fast/slow per frame: " in text and str(result["verification"]["timing"]["fast_over_slow"]) in text
+    assert "fast/slow per frame: " in text and str(result["verification"]["timing"]["fast_over_slow"]) in text
     assert f"amc test --target rpi4 --bundle {result['bundle']}" in text
     unverified = compile_summary({**result, "verification": None})
     assert any("not run" in line for line in unverified) and not any("int8 " in line for line in unverified)

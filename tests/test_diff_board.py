@@ -43,7 +43,7 @@ def _chain(tmp_path: Path, padding: int = 0, target: str = "rpi4") -> tuple[Path
 
 @pytest.mark.cross
 def test_blobs_apply_in_place_on_rpi4(tmp_path):
-    from amc.ontarget.harness import patch_tool
+    from amc.ontarget.linux_board import patch_tool
     from amc.targets.presets import get_target
     from amc.targets.qemu import run_on_board
 

@@ -51,7 +51,8 @@ def mcu_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.toolchain
 def test_graphs_streams_and_patch_in_tflite_micro(mcu_bundle):
-    from amc.ontarget.harness import KERNEL_STEP_BOUND, Settings, test_on_target
+    from amc.ontarget.harness import Settings, test_on_target
+    from amc.ontarget.mcu import KERNEL_STEP_BOUND
 
     bundle, audio = mcu_bundle
     result = test_on_target("cortex-m7", bundle, data=audio, settings=Settings(utterances=2, records_per_graph=32))

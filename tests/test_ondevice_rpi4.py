@@ -119,7 +119,8 @@ def test_rpi4_runner_routes_like_the_python_stream_at_other_speeds(rpi4_bundle, 
     from amc.compiler.bundle import load_bundle
     from amc.model.evaluate import evaluate_bundle
     from amc.model.feature_set import load_features
-    from amc.ontarget.harness import Board, compare_streams
+    from amc.ontarget.linux_board import Board
+    from amc.ontarget.recording import compare_streams
     from amc.targets.presets import get_target
 
     bundle, audio = rpi4_bundle

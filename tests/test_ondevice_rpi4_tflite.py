@@ -53,7 +53,7 @@ def test_device_script_streams_like_evaluate_bundle(rpi4_tflite_bundle, tmp_path
     from amc.device.board.tflite_board import main
     from amc.model.evaluate import evaluate_bundle
     from amc.model.feature_set import load_features
-    from amc.ontarget.harness import compare_streams
+    from amc.ontarget.recording import compare_streams
     from amc.targets.amc_runner import parse_stream, write_features
 
     bundle, audio = rpi4_tflite_bundle
