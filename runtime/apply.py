@@ -21,7 +21,8 @@ from amc.common.errors import AmcError, InputError
 from amc.common.progress import Report, quiet
 from amc.patch import blob as pb
 
-# exit status of amc-patch -> meaning (AMC_E_* codes, runtime/include/amc_patch.h)
+# exit status of amc-patch -> meaning: the AMC_E_* codes of AMC_ERROR_LIST in
+# device/runtime/include/amc_patch.h (tests/test_runtime_errors.py keeps the two in step)
 RUNTIME_ERRORS = {
     1: "bad argument", 2: "malformed blob", 3: "length out of bounds", 4: "blob truncated",
     5: "integrity digest mismatch", 6: "signature rejected", 7: "not the base of this blob",

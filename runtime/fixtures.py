@@ -110,11 +110,11 @@ def _resign(unsigned: bytes, key: bytes) -> bytes:
     return unsigned + digest + pb.sign_digest(key, digest)
 
 
-def reject_cases(rng: np.random.Generator, key: bytes) -> list[FixtureCase]:
+def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> list[FixtureCase]:
     """Blobs a device must refuse, each with the error it must give, storage unchanged."""
     E = {"FORMAT": 2, "BOUNDS": 3, "TRUNCATED": 4, "DIGEST": 5, "SIGNATURE": 6, "BASE": 7,
          "VERSION": 8, "NOMEM": 9, "IO": 10}
-    good = random_case(rng, ("sparse", "hash", "raw"), key, nfiles=2)
+    good = random_case(rng, ("sparse", "hash", "raw"), key, max_size=max_size, nfiles=2)
     parsed = pb.read_blob(good.blob)
     body = bytearray(good.blob[:-pb.TRAILER_SIZE])
     first_record = pb.HEADER_SIZE + sum(1 + len(f.name) + 68 for f in parsed.files)
@@ -187,13 +187,15 @@ def reject_cases(rng: np.random.Generator, key: bytes) -> list[FixtureCase]:
     return cases
 
 
-def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int = 300) -> dict[str, Path]:
-    """The packs the C tests read: crosscheck, reject, powercut, badblob."""
+def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int = 300,
+                        max_size: int = 6000) -> dict[str, Path]:
+    """The packs the C tests read: crosscheck, reject, powercut, badblob. `max_size` bounds the
+    random graph files (in bytes; the power-cut cases take at most 3000)."""
     rng = np.random.default_rng(seed)
     key = pb.example_signing_key()
     public = pb.public_key(key)
     kinds = [("sparse",), ("hash",), ("raw",), ("sparse", "hash", "raw")]
-    cross = [random_case(rng, kinds[i % 4], key) for i in range(crosscheck_cases)]
+    cross = [random_case(rng, kinds[i % 4], key, max_size=max_size) for i in range(crosscheck_cases)]
     for case in cross:       # the Python reference agrees before C is asked
         names = GRAPH_NAMES[:len(case.base)]
         assert pb.apply_blob(case.blob, dict(zip(names, case.base)), public) == dict(zip(names, case.new))
@@ -202,7 +204,7 @@ def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int =
             [(("sparse", "hash", "raw"), 256, 4, 0), (("hash",), 128, 1, 0),
              (("sparse", "raw"), 512, 2, F_BYTE_WRITABLE), (("hash", "sparse"), 64, 3, 0),
              (("sparse", "hash", "raw"), 1024, 2, 0), (("hash",), 256, 8, F_BYTE_WRITABLE)]):
-        case = random_case(rng, kinds_i, key, max_size=3000, nfiles=1 + i % 3)
+        case = random_case(rng, kinds_i, key, max_size=min(3000, max_size), nfiles=1 + i % 3)
         case.page_size, case.backup_pages = page, backup
         case.flags = F_SIG_TRUSTED | F_POWERCUT | writable
         power.append(case)
@@ -214,10 +216,34 @@ def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int =
                        flags=F_SIG_TRUSTED | F_BADBLOB)]
     return {
         "crosscheck": write_pack(out_dir / "crosscheck.pack", cross, public),
-        "reject": write_pack(out_dir / "reject.pack", reject_cases(rng, key), public),
+        "reject": write_pack(out_dir / "reject.pack", reject_cases(rng, key, max_size), public),
         "powercut": write_pack(out_dir / "powercut.pack", power, public),
         "badblob": write_pack(out_dir / "badblob.pack", bad, public),
     }
+
+
+# The small packs checked into device/runtime/tests/fixtures/, so that the runtime builds and
+# tests with cmake and ctest alone (device/runtime/README.md). About 100 KiB in all.
+STANDALONE_PACKS = dict(crosscheck_cases=16, max_size=400)
+HASH_VECTOR_SEEDS = (0, 1, 0xDEADBEEF, 0xFFFFFFFF)
+HASH_VECTOR_INDICES = (0, 1, 2, 1000, 0x7FFFFFFF, 0xFFFFFFFF)
+
+
+def write_hash_vectors(path: Path) -> Path:
+    """`amc_hash_index` of the Python reference, in the lines `amc_patch_tests --hash-vectors`
+    prints (seeds outer, indices inner)."""
+    lines = [f"hash index={i} seed={s} value={pb.hash_index(i, s)}\n"
+             for s in HASH_VECTOR_SEEDS for i in HASH_VECTOR_INDICES]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines))
+    return path
+
+
+def write_standalone_fixtures(out_dir: Path) -> dict[str, Path]:
+    """The fixtures ctest runs in device/runtime: small packs of every suite and the hash vectors."""
+    files = write_fixture_packs(out_dir, **STANDALONE_PACKS)
+    files["hash_vectors"] = write_hash_vectors(out_dir / "hash_vectors.txt")
+    return files
 
 
 def cached_fixture_packs(out_dir: Path, crosscheck_cases: int = 300) -> dict[str, Path]:
@@ -258,3 +284,14 @@ def _sparse_new(rng: np.random.Generator, old: np.ndarray, density: float) -> by
     idx = rng.choice(len(old), size=int(len(old) * density), replace=False)
     new[idx] = (new[idx].astype(np.int16) + rng.choice([-3, -2, -1, 1, 2, 3], size=len(idx))).clip(-128, 127)
     return new.tobytes()
+
+
+if __name__ == "__main__":
+    # python -m amc.runtime.fixtures --write device/runtime/tests/fixtures
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the fixtures the C runtime's ctest reads.")
+    parser.add_argument("--write", type=Path, required=True, metavar="DIR",
+                        help="folder for the packs and hash_vectors.txt")
+    for name, path in write_standalone_fixtures(parser.parse_args().write).items():
+        print(f"{name} {path} {path.stat().st_size} bytes")

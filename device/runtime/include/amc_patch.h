@@ -46,24 +46,33 @@ extern "C" {
 #define AMC_RECORD_RAW 3u
 #define AMC_HASH_SIGNED 1u
 
-/* Error codes, returned negated. Stable: new codes are only appended. */
-enum amc_error {
-    AMC_OK = 0,
-    AMC_E_ARG = 1,        /* bad argument or call order */
-    AMC_E_FORMAT = 2,     /* malformed blob: magic, version, flags, reserved, order */
-    AMC_E_BOUNDS = 3,     /* a length, count or offset outside its bounds */
-    AMC_E_TRUNCATED = 4,  /* the blob ended early */
-    AMC_E_DIGEST = 5,     /* integrity digest mismatch */
-    AMC_E_SIGNATURE = 6,  /* signature rejected by the verifier */
-    AMC_E_BASE = 7,       /* a target file is not the base the blob applies to */
-    AMC_E_VERSION = 8,    /* model version not newer than the installed one (replay) */
-    AMC_E_NOMEM = 9,      /* a caller buffer is too small for this blob */
-    AMC_E_IO = 10,        /* a storage callback failed */
-    AMC_E_RESULT = 11,    /* the patched file does not have the promised sha256 */
-    AMC_E_BUSY = 12,      /* another patch is half applied: resume or roll it back first */
-    AMC_E_NOROLLBACK = 13,/* the backup area no longer holds every touched page */
-    AMC_E_STATE = 14      /* nothing to resume or roll back */
-};
+/*
+ * Error codes, returned negated; the one list of them. Stable (a public ABI): new codes are only
+ * appended. Each entry is X(name, code, text): the enum below and amc_strerror() are made from
+ * it, and tests/test_runtime_errors.py holds the amc-patch exit statuses of the Python side
+ * (runtime/apply.py, RUNTIME_ERRORS) to it.
+ */
+#define AMC_ERROR_LIST(X)                                                                          \
+    X(AMC_OK, 0, "ok")                                                                             \
+    X(AMC_E_ARG, 1, "bad argument or call order")                                                  \
+    X(AMC_E_FORMAT, 2, "malformed blob")           /* magic, version, flags, reserved, order */    \
+    X(AMC_E_BOUNDS, 3, "length, count or offset out of bounds")                                    \
+    X(AMC_E_TRUNCATED, 4, "blob truncated")                                                        \
+    X(AMC_E_DIGEST, 5, "integrity digest mismatch")                                                \
+    X(AMC_E_SIGNATURE, 6, "signature rejected")    /* by the verifier callback */                  \
+    X(AMC_E_BASE, 7, "target file is not the base of this blob")                                   \
+    X(AMC_E_VERSION, 8, "model version is not newer than the installed one")  /* replay */         \
+    X(AMC_E_NOMEM, 9, "caller buffer too small for this blob")                                     \
+    X(AMC_E_IO, 10, "storage error")               /* a storage callback failed */                 \
+    X(AMC_E_RESULT, 11, "patched file does not have the expected sha256")                          \
+    X(AMC_E_BUSY, 12, "another patch is half applied: resume or roll it back first")               \
+    X(AMC_E_NOROLLBACK, 13,                                                                        \
+      "backup area no longer holds every touched page: rollback impossible, resume instead")       \
+    X(AMC_E_STATE, 14, "no patch in progress")     /* nothing to resume or roll back */
+
+#define AMC_ERROR_ENUM_(name, code, text) name = code,
+enum amc_error { AMC_ERROR_LIST(AMC_ERROR_ENUM_) };
+#undef AMC_ERROR_ENUM_
 
 /* Progress states kept in the persistent record. */
 enum amc_progress_state {

@@ -5,25 +5,11 @@
 
 const char *amc_strerror(int error)
 {
-    static const char *const names[] = {
-        "ok",
-        "bad argument or call order",
-        "malformed blob",
-        "length, count or offset out of bounds",
-        "blob truncated",
-        "integrity digest mismatch",
-        "signature rejected",
-        "target file is not the base of this blob",
-        "model version is not newer than the installed one",
-        "caller buffer too small for this blob",
-        "storage error",
-        "patched file does not have the expected sha256",
-        "another patch is half applied: resume or roll it back first",
-        "backup area no longer holds every touched page: rollback impossible, resume instead",
-        "no patch in progress",
-    };
+#define AMC_ERROR_NAME_(name, code, text) [code] = text,
+    static const char *const names[] = { AMC_ERROR_LIST(AMC_ERROR_NAME_) };
+#undef AMC_ERROR_NAME_
     unsigned code = (unsigned)(error < 0 ? -error : error);
-    return code < sizeof names / sizeof names[0] ? names[code] : "unknown error";
+    return code < sizeof names / sizeof names[0] && names[code] ? names[code] : "unknown error";
 }
 
 static uint32_t rd32(const uint8_t *b)

@@ -1,7 +1,9 @@
 /*
  * test_patch.c - the C side of the patch runtime tests, driven by fixture packs that the
- * Python side writes (tests/test_runtime_*.py). The same program runs natively, under
- * qemu-user and bare-metal under qemu-system-arm (files reach it through semihosting).
+ * Python reference writes: small ones checked into tests/fixtures/, which ctest runs
+ * (CMakeLists.txt), and larger ones `amc runtime test` writes and passes on the command line
+ * (tests/test_runtime_*.py). The same program runs natively, under qemu-user and bare-metal
+ * under qemu-system-arm (files reach it through semihosting).
  *
  *   amc_patch_tests PACK...        run every case of every pack, print one line per suite
  *   amc_patch_tests --bench PACK   time verify+apply of each case (host), print throughput
