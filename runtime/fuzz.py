@@ -16,7 +16,7 @@ from amc.runtime.tools import run_tool
 
 
 def fuzz_runtime(seconds: int = 25, report: Report = quiet) -> dict:
-    """Run the libFuzzer target for a bounded time on runtime/fuzz/corpus (merged into a copy
+    """Run the libFuzzer target for a bounded time on device/runtime/fuzz/corpus (merged into a copy
     under build/, so the repository corpus stays small)."""
     build = build_runtime("host", variant="fuzz", report=report)
     fuzzer = build.build_dir / "amc_patch_fuzz"

@@ -20,7 +20,7 @@ class Backend:
     extension: str                   # of its graph files
     variants: tuple[str, ...]        # quantization variants it lowers to; the first is the default
     python_runtime: str              # what runs its graphs when amc verifies a bundle
-    module: ModuleType               # check_toolchain, lower, open_runner, inspect_file, verification_extras
+    module: ModuleType               # check_toolchain, lower, open_runner, inspect_file, CALIBRATION_FRAMES
     native_runtime: str = ""         # what times its graphs natively (amc-runner), if anything does
     no_native_runtime: str = ""      # why nothing does
     invoke_timing: Callable | None = None   # (bundle, manifest) -> the runtime's invoke alone, timed
