@@ -1,6 +1,6 @@
 """The `.amcp` diff-patch blob: records, writer, reader, reference applier, bucket hash, keys.
 
-docs/patch-format.md is the specification; this module and runtime/src/amc_patch.c are its two
+docs/patch-format.md is the specification; this module and device/runtime/src/amc_patch.c are its two
 implementations, held to one truth by shared fixtures. The C runtime is the one that ships;
 `apply_blob` here is the reference used to cross-check it and to build the expected results.
 """

@@ -29,7 +29,6 @@ APT_HINT = {
     "arm-linux-gnueabihf": "gcc-arm-linux-gnueabihf",
     "arm-none-eabi": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
 }
-# fixture pack case flags (runtime/tests/test_patch.c)
 
 
 @dataclass
@@ -53,7 +52,7 @@ def build_dir(target: Target, variant: str = "") -> Path:
 
 
 def build_runtime(target_name: str, variant: str = "", report: Report = quiet) -> RuntimeBuild:
-    """Configure and build runtime/ for a preset (variant: '' | 'asan' | 'fuzz' | 'large'); sizes
+    """Configure and build device/runtime for a preset (variant: '' | 'asan' | 'fuzz' | 'large'); sizes
     too. 'large': the bare-metal test program with room for a whole bundle (1.5 MiB of files, a
     256 KiB blob and as much bucket buffer), its buffers in the mps2-an500 board's PSRAM (cortex-m7)."""
     target = get_target(target_name)
@@ -104,7 +103,7 @@ def build_runtime(target_name: str, variant: str = "", report: Report = quiet) -
     build = RuntimeBuild(target.name, out, out / "libamc_patch.a", out / f"amc_patch_tests{suffix}",
                          cli if cli.exists() else None)
     # amc-patch is built exactly when libsodium is linked; the C tests then check Ed25519 with it too,
-    # else they accept the (digest, signature) pairs the Python side signed (runtime/tests/test_patch.c)
+    # else they accept the (digest, signature) pairs the Python side signed (device/runtime/tests/test_patch.c)
     build.signature = "ed25519-libsodium" if build.cli else "trusted-fixture"
     if build.cli is None:
         build.cli_missing = sodium_missing or ("amc-patch is a Linux program: bare-metal firmware links "

@@ -13,6 +13,7 @@ import numpy as np
 
 from amc.patch import blob as pb
 
+# fixture pack case flags (device/runtime/tests/test_patch.c)
 F_POWERCUT, F_BADBLOB, F_SIG_TRUSTED, F_BYTE_WRITABLE = 1, 2, 4, 8
 
 

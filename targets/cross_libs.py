@@ -1,5 +1,5 @@
 """C libraries that the board's own programs link, taken from Debian's packages of the board's
-architecture: today libsodium (Ed25519 for `amc-patch`, runtime/ports/amc_ed25519_sodium.c).
+architecture: today libsodium (Ed25519 for `amc-patch`, device/runtime/ports/amc_ed25519_sodium.c).
 
 Debian publishes the same libsodium-dev for arm64 (rpi4) and armhf (rpi3) as for the host. Its
 `.deb` is fetched once with `apt-get download` (which needs the architecture known to apt:
