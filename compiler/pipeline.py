@@ -12,7 +12,7 @@ import numpy as np
 from amc.common.atomic import replace_directory, staging_directory
 from amc.common.errors import AmcError, InputError
 from amc.common.progress import Report, quiet
-from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, sha256_file, tool_versions, write_manifest
+from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, sha256_file, tool_versions, write_manifest
 from amc.compiler.split import DEFAULT_PASSES, GRAPHS, split_model
 from amc.targets.backends import get_backend
 from amc.targets.lowered import LoweredGraph
@@ -33,10 +33,11 @@ def compile_bundle(checkpoint: Path | str | None = None, target: str = "rpi4", b
     # 1. target and backend: refuse before any work
     preset = get_target(target)
     backend = check_backend(preset, backend)
-    lowering = get_backend(backend).module
-    if variant not in get_backend(backend).variants:
+    variants = get_backend(backend).variants
+    if variant not in variants:
         raise InputError(f"variant '{variant}' is not available for backend '{backend}': "
-                         f"use one of {', '.join(get_backend(backend).variants)}")
+                         f"use one of {', '.join(variants)}")
+    lowering = get_backend(backend).module
     lowering.check_toolchain()
     micro = not preset.linux                  # a microcontroller runs its .tflite graphs in TFLite Micro
     output = Path(output) if output is not None else default_output(preset.name, backend)
@@ -202,11 +203,11 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
     out["timing"]["runtime"] = get_backend(backend).python_runtime
     report("verify: native timing", 0, 1)
     out["timing"]["native"] = verify.native_timing(staging, backend)
-    extras = get_backend(backend)
-    if extras.invoke_timing:
-        out["timing"]["invoke"] = extras.invoke_timing(staging, read_manifest(staging))
-    if extras.cross_check:
-        out["runtimes"] = extras.cross_check(staging, read_manifest(staging), samples, micro)
+    chosen = get_backend(backend)
+    if chosen.invoke_timing:
+        out["timing"]["invoke"] = chosen.invoke_timing(staging, bundle.manifest)
+    if chosen.cross_check:
+        out["runtimes"] = chosen.cross_check(staging, bundle.manifest, samples, micro)
     return out
 
 
