@@ -26,6 +26,7 @@ import torch
 
 from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.common.progress import Report, quiet
+from amc.patch.keys import development_key
 
 SCENARIO = "scenario.json"
 
@@ -118,7 +119,8 @@ def _blob_step(previous: Path, diff: Path, step_dir: Path, chain: str, budget_by
     step_dir/CHAIN.amcp and its new bundle, within the chain's budget."""
     from amc.compiler.bundle_diff import make_diff
 
-    return make_diff(previous, diff, step_dir / f"{chain}.amcp", budget=budget_bytes)
+    return make_diff(previous, diff, step_dir / f"{chain}.amcp", budget=budget_bytes,
+                     signing_key=development_key().seed)
 
 
 def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | None = None,
@@ -201,7 +203,8 @@ def bench_diff(updates: Path | str = Path("model/updates"), base: Path | str | N
                                  routes=tuple(scenario["routes"]))
             save_checkpoint(trained, full_ckpt)
         full_model = load_checkpoint(full_ckpt)
-        result = make_diff(previous, full_ckpt, step_dir / "full.amcp", budget=None, method="sparse")
+        result = make_diff(previous, full_ckpt, step_dir / "full.amcp", budget=None, method="sparse",
+                           signing_key=development_key().seed)
         chains["full"] = result.bundle
         full_grids = grids_from_bundle(read_base(result.bundle))
         row = {"update": name, "method": "full", "blob": str(result.blob), "blob_bytes": result.blob_bytes,

@@ -435,6 +435,9 @@ def default_bundle_out(out: Path) -> Path:
 def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: str | int | None = "10%",
               method: str = "auto", signing_key: bytes | None = None, bundle_out: Path | str | None = None,
               version: int | None = None, report: Report = quiet) -> DiffResult:
+    """The blob that turns the bundle at `base_path` into the update `new` (a trained diff or a
+    checkpoint), signed with `signing_key` (a 32-byte Ed25519 seed) or, with None, unsigned for a
+    signer elsewhere; and the new bundle, proven equal to the reference by the C runtime."""
     from amc.model.neural_diff import blob_overhead, is_diff_file, load_diff
 
     if method not in ("sparse", "hash", "auto"):
@@ -471,7 +474,6 @@ def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: s
         raise InputError("the update changes no byte of the base bundle; nothing to ship")
     # 3. the blob
     update.records.sort(key=lambda r: (r.file, r.offset))
-    signing_key = signing_key or pb.example_signing_key()
     previous = int(base.manifest.get("update", {}).get("version", 1))
     version = version or previous + 1
     blob, new_files = pb.make_blob(dict(base.files), update.records, version, signing_key)
@@ -486,9 +488,13 @@ def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: s
         blob_staging = staging / "update.amcp"
         bundle_staging = staging / "bundle"
         shutil.copytree(base.path, bundle_staging, ignore=shutil.ignore_patterns(".amc-patch", ".*"))
-        blob_staging.write_bytes(blob)
+        # an unsigned blob is proven under a throwaway key: the signature changes no byte applied
+        prover = signing_key if signing_key is not None else os.urandom(32)
+        blob_staging.write_bytes(blob if signing_key is not None else
+                                 blob[:-64] + pb.sign_digest(prover, pb.signing_digest(blob)))
         from amc.runtime.apply import apply_patch
-        apply_patch(bundle_staging, blob_staging, pb.public_key(signing_key), report=report)
+        apply_patch(bundle_staging, blob_staging, pb.public_key(prover), report=report)
+        blob_staging.write_bytes(blob)
         shutil.rmtree(bundle_staging / ".amc-patch", ignore_errors=True)
         for name, data in new_files.items():
             if (bundle_staging / name).read_bytes() != data:
@@ -543,7 +549,7 @@ def _refresh_manifest(bundle: Path, base: BaseBundle, new_files: dict[str, bytes
     for entry in manifest.get("weight_map", []):
         data = new_files.get(entry["file"], base.files.get(entry["file"]))
         entry["sha256"] = hashlib.sha256(data[entry["offset"]:entry["offset"] + entry["length"]]).hexdigest()
-    manifest["update"] = {"version": version, "blob_sha256": hashlib.sha256(blob).hexdigest(),
+    manifest["update"] = {"version": version, "blob_digest": pb.signing_digest(blob).hex(),
                           "base_sha256": {name: hashlib.sha256(data).hexdigest() for name, data in base.files.items()}}
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 

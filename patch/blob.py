@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import numpy as np
 
 from amc.common.errors import InputError
+from amc.patch.keys import DEV_SEED
 
 MAGIC = b"AMCP"
 FORMAT_VERSION = 1
@@ -140,16 +140,9 @@ def _ed25519():
 
 
 def example_signing_key() -> bytes:
-    """A deterministic Ed25519 seed for tests and examples. Never ship blobs signed with it."""
-    return hashlib.sha256(b"amc test signing key").digest()
-
-
-def load_signing_key(path: Path) -> bytes:
-    """An Ed25519 signing key file: the raw 32-byte seed."""
-    data = Path(path).read_bytes()
-    if len(data) != 32:
-        raise InputError(f"{path}: an Ed25519 key file holds exactly 32 raw bytes, found {len(data)}")
-    return data
+    """The development key's seed (amc.patch.keys.DEV_SEED), for tests and fixtures: it is public,
+    so no device may trust a blob it signed."""
+    return DEV_SEED
 
 
 def public_key(seed: bytes) -> bytes:
@@ -269,8 +262,9 @@ def _encode_files(files: list[PatchFile]) -> bytes:
 
 
 def write_blob(files: list[PatchFile], records: list[Record], version: int,
-               signing_key: bytes) -> bytes:
-    """Encode, digest and sign a blob. `signing_key` is the 32-byte Ed25519 seed."""
+               signing_key: bytes | None) -> bytes:
+    """Encode, digest and sign a blob. `signing_key` is the 32-byte Ed25519 seed; None leaves the
+    signature empty (64 zero bytes) for a signer elsewhere (`signing_digest`, `with_signature`)."""
     if not 0 < version < 1 << 64:
         raise InputError(f"model version {version} must be a positive 64-bit integer")
     _check_order(records)
@@ -280,7 +274,32 @@ def write_blob(files: list[PatchFile], records: list[Record], version: int,
         raise InputError(f"blob of {length} bytes exceeds the format's {MAX_BLOB_BYTES}")
     header = HEADER.pack(MAGIC, FORMAT_VERSION, 0, version, length, len(files), 0, len(records), 0)
     digest = hashlib.sha256(header + body).digest()
-    return header + body + digest + sign_digest(signing_key, digest)
+    signature = sign_digest(signing_key, digest) if signing_key is not None else UNSIGNED
+    return header + body + digest + signature
+
+
+UNSIGNED = bytes(64)
+"""The signature field of a blob not signed yet."""
+
+
+def signing_digest(data: bytes) -> bytes:
+    """The exact bytes a signer signs: the blob's 32-byte integrity digest (Ed25519 over these 32
+    bytes, as `openssl pkeyutl -sign -rawin` does), after checking the blob is well formed."""
+    return read_blob(data).digest
+
+
+def is_signed(data: bytes) -> bool:
+    return bytes(data[-64:]) != UNSIGNED
+
+
+def with_signature(data: bytes, signature: bytes, public: bytes) -> bytes:
+    """The blob with `signature` in its trailer, after checking it verifies with `public`."""
+    if len(signature) != 64:
+        raise InputError(f"an Ed25519 signature is 64 bytes, this one {len(signature)}")
+    digest = signing_digest(data)
+    if not verify_signature(public, digest, signature):
+        raise InputError("the signature does not verify with the given public key over this blob's digest")
+    return bytes(data[:-64]) + signature
 
 
 # ---- reader -------------------------------------------------------------------------------
@@ -440,7 +459,7 @@ def apply_blob(blob: PatchBlob | bytes, base: dict[str, bytes],
 
 
 def make_blob(base: dict[str, bytes], records: list[Record], version: int,
-              signing_key: bytes) -> tuple[bytes, dict[str, bytes]]:
+              signing_key: bytes | None) -> tuple[bytes, dict[str, bytes]]:
     """Build a blob from base files and records: computes the result files and their sha256.
     Records name files by their index in `base`'s order. Returns (blob, new files)."""
     names = list(base)

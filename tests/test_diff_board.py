@@ -35,7 +35,8 @@ def _chain(tmp_path: Path, padding: int = 0, target: str = "rpi4") -> tuple[Path
             regions = [RegionDiff(g.key, seed=step * 10 + i, buckets=rng.integers(-3, 4, 9)) for i, g in enumerate(grids[:2])]
         diff_path = tmp_path / f"u{step + 1}.amcd"
         NeuralDiff(method, regions, grids_sha256(grids), 10_000).save(diff_path)
-        result = make_diff(current, diff_path, tmp_path / f"u{step + 1}.amcp", budget="30%")
+        result = make_diff(current, diff_path, tmp_path / f"u{step + 1}.amcp", budget="30%",
+                           signing_key=pb.example_signing_key())
         chain.append((result.blob, result.bundle))
         current = result.bundle
     return base, chain

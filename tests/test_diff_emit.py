@@ -106,7 +106,8 @@ def test_sparse_diff_blob_reproduces_the_new_bundle(base, tmp_path):
     diff = _sparse_diff(grids)
     diff.save(tmp_path / "u.amcd")
     assert is_diff_file(tmp_path / "u.amcd") and not is_diff_file(base / "manifest.json")
-    result = make_diff(base, tmp_path / "u.amcd", tmp_path / "u.amcp", budget="50%")
+    result = make_diff(base, tmp_path / "u.amcd", tmp_path / "u.amcp", budget="50%",
+                       signing_key=pb.example_signing_key())
     blob = result.blob.read_bytes()
     assert result.blob_bytes == len(blob) <= result.budget_bytes
     base_files = {n: (base / n).read_bytes() for n in ("fast.pte", "slow.pte", "arbitrator.pte")}
@@ -124,6 +125,10 @@ def test_sparse_diff_blob_reproduces_the_new_bundle(base, tmp_path):
     diff2.save(tmp_path / "u2.amcd")
     second = make_diff(result.bundle, tmp_path / "u2.amcd", tmp_path / "u2.amcp", budget="50%")
     assert second.version == 3
+    unsigned = second.blob.read_bytes()          # no key named: the blob waits for a signer elsewhere
+    assert not pb.is_signed(unsigned) and pb.read_blob(unsigned).version == 3
+    assert json.loads((second.bundle / "manifest.json").read_text())["update"]["blob_digest"] == \
+        pb.signing_digest(unsigned).hex()
     # ... but not on the old one
     with pytest.raises(InputError, match="other deployed weights"):
         make_diff(base, tmp_path / "u2.amcd", tmp_path / "x.amcp", budget="50%")

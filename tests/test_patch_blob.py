@@ -144,10 +144,18 @@ def test_writer_rejects_overlapping_and_unsorted_records():
         pb.make_blob({"f": bytes(256)}, [pb.RawRecord(0, 20, b"ab"), pb.RawRecord(0, 1, b"c")], 2, KEY)
 
 
-def test_signing_key_file(tmp_path):
-    path = tmp_path / "release.key"
-    path.write_bytes(KEY)
-    assert pb.load_signing_key(path) == KEY
-    path.write_bytes(KEY + b"\n")
-    with pytest.raises(InputError, match="32 raw bytes"):
-        pb.load_signing_key(path)
+def test_unsigned_blob_then_signed_elsewhere():
+    base = {"f": bytes(256)}
+    unsigned, _ = pb.make_blob(base, [pb.RawRecord(0, 10, b"ab")], 2, None)
+    assert not pb.is_signed(unsigned)
+    with pytest.raises(InputError, match="signature does not verify"):
+        pb.read_blob(unsigned, pb.public_key(KEY))
+    digest = pb.signing_digest(unsigned)
+    assert digest == unsigned[-96:-64]
+    signed = pb.with_signature(unsigned, pb.sign_digest(KEY, digest), pb.public_key(KEY))
+    assert pb.is_signed(signed) and pb.read_blob(signed, pb.public_key(KEY)).version == 2
+    assert signed == pb.make_blob(base, [pb.RawRecord(0, 10, b"ab")], 2, KEY)[0]
+    other = pb.sign_digest(bytes(range(32)), digest)
+    with pytest.raises(InputError, match="does not verify with the given public key"):
+        pb.with_signature(unsigned, other, pb.public_key(KEY))
+
