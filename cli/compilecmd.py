@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from amc.cli.output import print_json, progress_bar, stdout_to_stderr
+from amc.cli.output import print_json, progress_bar, stdout_to_stderr, warn
 
 
 def compile(
@@ -80,15 +80,25 @@ def compile_summary(result: dict) -> list[str]:
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="A bundle directory, or a .pte/.tflite/.onnx file.", exists=True),
+    path: Path = typer.Argument(..., help="A bundle directory, a .pte/.tflite/.onnx file, or a .amcp blob.",
+                                exists=True),
+    key: Optional[list[Path]] = typer.Option(None, "--key", exists=True, dir_okay=False,
+                                             help="A public key to check a blob's signature with (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Summarize a bundle or a single graph file: graphs, I/O, quantization, sizes, weight map."""
+    """Summarize a bundle, a graph file (graphs, I/O, quantization, sizes, weight map) or a patch blob."""
     from amc.compiler.inspect import inspect_path
+    from amc.patch.keys import load_public_key
 
-    summary = inspect_path(path)
+    keyring = {str(k): load_public_key(k) for k in key or []}
+    summary = inspect_path(path, keyring)
+    if summary["kind"] == "patch-blob" and summary["signature"].get("development_key"):
+        warn("this blob is signed with the DEVELOPMENT key: no release device may trust it")
     if json_out:
         print_json(summary)
+        return
+    if summary["kind"] == "patch-blob":
+        print("\n".join(blob_summary(summary)))
         return
     from rich.console import Console
     from rich.table import Table
@@ -120,3 +130,28 @@ def inspect(
             for t in g[direction]:
                 io.add_row(name, t["name"], direction[:-1], str(t["shape"]), t["dtype"], str(t["scale"]), str(t["zero_point"]))
     console.print(io)
+
+
+def blob_summary(summary: dict) -> list[str]:
+    """`amc inspect BLOB.amcp` for a person."""
+    signature = summary["signature"]
+    if not signature["signed"]:
+        signed = "unsigned (sign it: amc sign BLOB --key KEY.pem, or --signature SIG --key SIGNER.pub)"
+    elif signature["valid"] is None:
+        signed = "signed; not checked (give --key SIGNER.pub)"
+    elif signature["valid"]:
+        signed = "valid, by " + ", ".join(k["key"] for k in signature["verified_by"])
+    else:
+        signed = "DOES NOT VERIFY with the keys given"
+    if signature.get("development_key"):
+        signed += "; signed with the DEVELOPMENT key"
+    lines = [f"{summary['path']}: patch blob, format {summary['format_version']}, installs model version "
+             f"{summary['model_version']}, {summary['bytes']:,} bytes ({100 * summary['payload_share']:.1f}% payload)",
+             f"  signature  {signed}"]
+    for f in summary["files"]:
+        lines.append(f"  file       {f['name']} ({f['size']:,} B)  base {f['base_sha256'][:16]}  "
+                     f"result {f['result_sha256'][:16]}")
+    for kind, entry in summary["records"].items():
+        lines.append(f"  {kind:10s} {entry['records']} records, {entry['bytes']:,} B, over {entry['region_bytes']:,} B "
+                     f"of the files")
+    return lines

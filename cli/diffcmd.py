@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from amc.cli.output import print_json, progress_bar, stderr
+from amc.cli.output import print_json, progress_bar, stderr, warn
 
 Json = typer.Option(False, "--json", help="Print the result as one JSON object.")
 
@@ -21,27 +21,49 @@ def diff(
     budget: str = typer.Option("10%", "--budget", help="Largest blob: a share of the bundle ('10%') or bytes."),
     method: str = typer.Option("auto", "--method", help="sparse, hash or auto (checkpoints: the closer fit)."),
     key: Optional[Path] = typer.Option(None, "--key", exists=True, dir_okay=False,
-                                       help="Ed25519 signing key (32 raw bytes); default: the example key."),
+                                       help="Ed25519 private key to sign with (PKCS#8 PEM: amc key generate)."),
+    dev_key: bool = typer.Option(False, "--dev-key", help="Sign with the public development key (never for devices)."),
+    unsigned: bool = typer.Option(False, "--unsigned", help="Leave the signature empty, to sign elsewhere (amc sign)."),
+    digest_out: Optional[Path] = typer.Option(None, "--digest-out",
+                                              help="Write the 32 bytes to sign here (with --unsigned)."),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", exists=True, dir_okay=False,
+                                                   help="The key's passphrase, first line (else $AMC_KEY_PASSPHRASE)."),
     bundle_out: Optional[Path] = typer.Option(None, "--bundle-out",
                                               help="Where the new bundle goes (default: OUT's stem + .bundle)."),
     version: Optional[int] = typer.Option(None, "--version", help="Model version the blob installs (default: base + 1)."),
     json_out: bool = Json,
 ) -> None:
     """Make the patch blob that turns BASE into the update, and the new bundle, proven equal."""
+    from amc.common.atomic import write_file
+    from amc.common.errors import InputError
     from amc.compiler.bundle_diff import make_diff
-    from amc.patch.blob import load_signing_key
+    from amc.patch.blob import signing_digest
+    from amc.patch.keys import DEV_KEY_WARNING, development_key, load_signing_key, passphrase_from
 
-    signing_key = load_signing_key(key) if key is not None else None
+    if (key is not None) + dev_key + unsigned != 1:
+        raise InputError("amc diff signs only with a key you name: --key release.pem, --dev-key (development "
+                         "only) or --unsigned (then amc sign), one of the three")
+    if digest_out is not None and not unsigned:
+        raise InputError("--digest-out goes with --unsigned: a signed blob needs no external signer")
+    signing_key = development_key() if dev_key else load_signing_key(key, passphrase_from(passphrase_file)) \
+        if key is not None else None
+    if signing_key is not None and signing_key.is_development:
+        warn(DEV_KEY_WARNING)
     with progress_bar(not json_out) as report:
-        result = make_diff(base, new, out, budget=budget, method=method, signing_key=signing_key,
+        result = make_diff(base, new, out, budget=budget, method=method,
+                           signing_key=signing_key.seed if signing_key is not None else None,
                            bundle_out=bundle_out, version=version, report=report)
+    if digest_out is not None:
+        write_file(digest_out, signing_digest(result.blob.read_bytes()))
     if json_out:
-        print_json(result.to_json())
+        print_json(result.to_json() | {"signed": signing_key is not None,
+                                       "digest_out": str(digest_out) if digest_out else None})
         return
-    if key is None:
-        stderr.print("note: signed with the example key (tests only); pass --key for a real one")
     typer.echo(f"wrote {result.blob} ({result.blob_bytes} bytes, {100 * result.blob_bytes / result.bundle_bytes:.2f}% "
                f"of the {result.bundle_bytes}-byte bundle, {result.method}) and {result.bundle}")
+    if signing_key is None:
+        typer.echo(f"unsigned: sign the digest{f' in {digest_out}' if digest_out else ''} elsewhere, then "
+                   f"amc sign {result.blob} --signature SIG --key SIGNER.pub")
 
 
 def train_diff(

@@ -31,6 +31,11 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def warn(message: str) -> None:
+    """A warning a person must see, on stderr even with --json."""
+    print(f"amc: warning: {message}", file=sys.stderr)
+
+
 def print_json(result: Any) -> None:
     json.dump(result, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

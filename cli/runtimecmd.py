@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from amc.cli.output import print_json, progress_bar, stderr
-from amc.common.errors import AmcError, InputError
+from amc.cli.output import print_json, progress_bar, stderr, warn
+from amc.common.errors import AmcError
 
 runtime_app = typer.Typer(help="Build and test the C patch runtime for a board preset.",
                           no_args_is_help=True)
@@ -60,16 +60,17 @@ def patch(
     blob: Path = typer.Argument(..., exists=True, file_okay=True, dir_okay=False,
                                 help="The .amcp patch blob."),
     key: Path = typer.Option(..., "--key", exists=True, dir_okay=False,
-                             help="Ed25519 public key of the signer: 32 raw bytes."),
+                             help="Ed25519 public key of the signer: PEM, or 32 raw bytes."),
     page_size: int = typer.Option(4096, "--page-size", help="Journal page size (power of two)."),
     backup_pages: int = typer.Option(4, "--backup-pages", help="Backup pages kept for rollback."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Apply a patch blob to a bundle in place with the C runtime (resumes an interrupted one)."""
+    from amc.patch.keys import is_development_public, load_public_key
     from amc.runtime.apply import apply_patch
-    public = key.read_bytes()
-    if len(public) != 32:
-        raise InputError(f"{key}: an Ed25519 public key file holds exactly 32 raw bytes")
+    public = load_public_key(key)
+    if is_development_public(public):
+        warn("trusting the DEVELOPMENT key: anyone can make blobs it accepts")
     with progress_bar(not json_out) as report:
         result = apply_patch(bundle, blob, public, report=report, page_size=page_size,
                              backup_pages=backup_pages)

@@ -32,3 +32,20 @@ def replace_directory(staging: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(staging, output)
+
+
+def write_file(output: Path, data: bytes) -> None:
+    """`output` holds `data` whole or keeps what it held: written beside it, synced, renamed."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, staging = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(staging, 0o666 & ~current_umask())
+        os.replace(staging, output)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise

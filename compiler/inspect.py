@@ -6,15 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from amc.common.errors import InputError
+from amc.patch.summary import summarize_blob
 from amc.targets.backends import backend_of_file
 
+BLOB_SUFFIX = ".amcp"
 
-def inspect_path(path: Path | str) -> dict:
+
+def inspect_path(path: Path | str, keyring: dict[str, bytes] | None = None) -> dict:
+    """A bundle directory, a graph file, or a patch blob (its signature checked against `keyring`,
+    name -> raw Ed25519 public key)."""
     path = Path(path)
     if path.is_dir():
         return inspect_bundle(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such bundle or graph file")
+        raise InputError(f"{path}: no such bundle, graph file or patch blob")
+    if path.suffix == BLOB_SUFFIX:
+        return {"path": str(path)} | summarize_blob(path.read_bytes(), keyring)
     return backend_of_file(path).module.inspect_file(path)
 
 

@@ -33,7 +33,7 @@ def setup(tmp_path):
 def test_diff_json(setup, capsys):
     tmp, base = setup
     code, out, _ = _run(["diff", str(base), str(tmp / "u.amcd"), "-o", str(tmp / "u.amcp"), "--budget", "20%",
-                         "--json"], capsys)
+                         "--unsigned", "--json"], capsys)
     assert code == 0
     result = json.loads(out)
     assert {"blob", "blob_bytes", "bundle_bytes", "bundle"} <= set(result)
@@ -47,7 +47,7 @@ def test_diff_json(setup, capsys):
 def test_diff_errors_are_one_line(setup, capsys, argv, message, exit_code):
     tmp, base = setup
     argv = [a.format(other=tmp / "other", ckpt=tmp / "ckpt") for a in argv]
-    code, out, err = _run(["diff", str(base), argv[0], "-o", str(tmp / "x.amcp"), *argv[1:]], capsys)
+    code, out, err = _run(["diff", str(base), argv[0], "-o", str(tmp / "x.amcp"), "--unsigned", *argv[1:]], capsys)
     assert code == exit_code and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp / "x.amcp").exists() and not (tmp / "x.bundle").exists()
 
