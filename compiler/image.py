@@ -138,7 +138,8 @@ def keyring_file(fingerprint: str) -> str:
 
 # ---- Linux boards ---------------------------------------------------------------------------------
 
-def _linux_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes], report) -> dict[str, tuple[bytes, int]]:
+def _linux_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes],
+                 report) -> dict[str, tuple[bytes, int]]:
     from amc.runtime.build import RUNTIME_DIR, build_runtime
     from amc.targets.amc_runner import build_runner
 
@@ -199,7 +200,8 @@ def _stripped(program: Path, triple: str) -> bytes:
 
 # ---- microcontrollers ------------------------------------------------------------------------------
 
-def _mcu_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes], report) -> dict[str, tuple[bytes, int]]:
+def _mcu_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes],
+               report) -> dict[str, tuple[bytes, int]]:
     from amc.runtime.build import RUNTIME_DIR
 
     files: dict[str, tuple[bytes, int]] = {}
