@@ -73,13 +73,17 @@ def image(
     output: Path = typer.Option(..., "-o", "--output", help="Overlay directory, or a .tar.gz file."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", exists=True, file_okay=False,
                                           help="Compiled bundle (default: out/<target>-<default backend>)."),
-    key: Optional[Path] = typer.Option(None, "--key", exists=True, dir_okay=False,
-                                       help="Ed25519 public key (32 bytes) patches must verify with: etc/amc/patch.pub."),
+    key: Optional[list[Path]] = typer.Option(None, "--key", exists=True, dir_okay=False,
+                                             help="Ed25519 public key devices trust (PEM, DER or 32 raw bytes); "
+                                                  "repeat for a keyring. Written to etc/amc/keys/."),
+    dev_key: bool = typer.Option(False, "--dev-key", help="Trust the development key too (anyone can sign with "
+                                                          "it): for development images only."),
     json_out: bool = Json,
 ) -> None:
-    """Write the device-image overlay: bundle, runtime, amc-patch, amc-runner, boot unit, sha256 manifest."""
+    """Write the device-image overlay: bundle, runtime, amc-patch, amc-runner, boot unit, keyring, sha256 manifest."""
     from amc.compiler.image import build_image
     from amc.compiler.pipeline import default_output
+    from amc.patch.keys import DEV_KEY_WARNING
     from amc.targets.presets import get_target
 
     if bundle is None:
@@ -88,8 +92,10 @@ def image(
         if not (bundle / "manifest.json").is_file():
             from amc.common.errors import InputError
             raise InputError(f"no bundle at {bundle}: run `amc compile --target {preset.name}` or pass --bundle")
+    if dev_key:
+        stderr.print(f"amc: warning: {DEV_KEY_WARNING}", markup=False, highlight=False, soft_wrap=True)
     with progress_bar(not json_out) as report:
-        result = build_image(target, bundle, output, key, report=report)
+        result = build_image(target, bundle, output, key or [], dev_key, report=report)
     if json_out:
         print_json(result)
     else:

@@ -11,14 +11,19 @@ Linux boards (rpi4):
     usr/libexec/amc/amc-apply-pending   boot step: resume a half-applied patch, apply a pending one
     lib/systemd/system/amc-patch.service   oneshot unit running it before amc-runner users start
     etc/init.d/S40amc-patch             the same for SysV-init / BusyBox images
-    etc/amc/patch.pub                   the Ed25519 public key patches must verify with (if given)
+    etc/amc/keys/<fingerprint>.pub      the keyring: the Ed25519 public keys patches may be signed with
     var/lib/amc/model/                  the bundle (writable: patches apply to it in place)
     var/lib/amc/pending/                where a downloaded .amcp waits for the next boot
     amc-image.json                      every file's sha256, size and mode; target and versions
 
 Microcontrollers (cortex-m4, cortex-m7): the C sources and headers of the model data (the
 bundle's TFLite Micro arrays), the runtime sources and headers, and `amc.cmake`, a snippet a
-firmware project's CMakeLists.txt includes.
+firmware project's CMakeLists.txt includes; the keyring as C arrays, `keys/amc_keys.h` (and
+`keys/amc_keys.c`, which `amc.cmake` compiles into the library).
+
+An image trusts only the public keys it is given (`public_keys`, several for a rotation; a key
+left out is revoked): there is no default. The development key goes in only when asked for
+(`dev_key=True`), and the image manifest then says `"development_key": true`.
 
 The output is reproducible: files are written in sorted order with fixed modes and a fixed
 mtime (SOURCE_DATE_EPOCH, default 0), and the tarball has sorted members, uid/gid 0, no user
@@ -40,6 +45,7 @@ from amc.common.errors import InputError, ToolMissingError
 from amc.common.paths import device_sources
 from amc.common.progress import quiet
 from amc.compiler.manifest import read_manifest
+from amc.patch import keys
 
 IMAGE_MANIFEST = "amc-image.json"
 IMAGE_SCHEMA = "amc-image"
@@ -49,6 +55,9 @@ RUNNER_LIBRARIES = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecu
                     "libexecutorch_kernels_quantized.so", "libexecutorch_backend_xnnpack.so")
 """What amc-runner needs of the executorch wheel's lib/ (its NEEDED entries)."""
 BUNDLE_DIR = "var/lib/amc/model"
+KEYRING_DIR = "etc/amc/keys"
+NO_KEY = ("amc image needs the public keys devices will trust: --key KEY.pub (repeat for a keyring) "
+          "or --dev-key for a development image")
 
 
 def epoch() -> int:
@@ -59,10 +68,11 @@ def epoch() -> int:
         raise InputError(f"SOURCE_DATE_EPOCH must be an integer, not '{value}'") from None
 
 
-def build_image(target_name: str, bundle: Path | str, output: Path | str, public_key: Path | str | None = None,
+def build_image(target_name: str, bundle: Path | str, output: Path | str, public_keys=(), dev_key: bool = False,
                 report=quiet) -> dict:
     """Write the overlay for `target_name` from `bundle` to `output` (a directory, or a
-    .tar.gz / .tgz file). Returns the image manifest."""
+    .tar.gz / .tgz file), trusting the keys in the files `public_keys` (PEM, DER or 32 raw bytes)
+    and, with `dev_key`, the development key. Returns the image manifest."""
     from amc.targets.presets import get_target
 
     target = get_target(target_name)
@@ -73,16 +83,16 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
                          f"compile one with `amc compile --target {target.name}`")
     if not target.triple:
         raise InputError("`amc image` makes overlays for board presets (rpi4, cortex-m4, cortex-m7), not the host")
-    if public_key is not None and len(Path(public_key).read_bytes()) != 32:
-        raise InputError(f"{public_key}: an Ed25519 public key is 32 raw bytes")
-    files = _linux_files(target, bundle, manifest, public_key, report) if target.linux \
-        else _mcu_files(target, bundle, manifest, report)
+    keyring = trusted_keys(public_keys, dev_key)
+    files = _linux_files(target, bundle, manifest, keyring, report) if target.linux \
+        else _mcu_files(target, bundle, manifest, keyring, report)
     image = {
         "schema": IMAGE_SCHEMA, "schema_version": 1, "target": target.name, "backend": manifest["backend"],
         "bundle": {"path": BUNDLE_DIR if target.linux else "model", "graphs": {
             g: {"file": manifest["graphs"][g]["file"], "sha256": manifest["graphs"][g]["sha256"]}
             for g in ("fast", "slow", "arbitrator")}},
         "tools": {k: v for k, v in manifest.get("tools", {}).items() if v is not None},
+        "keyring": sorted(keyring), "development_key": dev_key,
         "files": [{"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                    "mode": f"{mode:04o}"} for path, (data, mode) in sorted(files.items())],
     }
@@ -96,9 +106,40 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
     return image | {"output": str(output), "file_count": len(files)}
 
 
+# ---- the keyring ---------------------------------------------------------------------------------
+
+def trusted_keys(public_keys, dev_key: bool) -> dict[str, bytes]:
+    """fingerprint -> raw 32-byte public key of every key the image trusts. Refuses none at all, a
+    key given twice, and the development key given as a file (it goes in only with `dev_key`)."""
+    ring: dict[str, tuple[bytes, str]] = {}
+    if isinstance(public_keys, (str, Path)):
+        public_keys = [public_keys]
+    sources = [(Path(path), keys.load_public_key(path)) for path in public_keys]
+    for path, public in sources:
+        if keys.is_development_public(public):
+            raise InputError(f"{path}: the development key's public half; devices trust it only in a "
+                             f"development image: pass --dev-key instead")
+    if dev_key:
+        sources.append(("the development key", keys.development_key().public))
+    if not sources:
+        raise InputError(NO_KEY)
+    for source, public in sources:
+        fingerprint = keys.fingerprint(public)
+        if fingerprint in ring:
+            raise InputError(f"{source}: the same key as {ring[fingerprint][1]} (sha256 {fingerprint[:16]}); "
+                             f"give each key once")
+        ring[fingerprint] = (public, str(source))
+    return {fingerprint: public for fingerprint, (public, _) in ring.items()}
+
+
+def keyring_file(fingerprint: str) -> str:
+    return f"{KEYRING_DIR}/{fingerprint[:16]}.pub"
+
+
 # ---- Linux boards ---------------------------------------------------------------------------------
 
-def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> dict[str, tuple[bytes, int]]:
+def _linux_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes],
+                 report) -> dict[str, tuple[bytes, int]]:
     from amc.runtime.build import RUNTIME_DIR, build_runtime
     from amc.targets.amc_runner import build_runner
 
@@ -125,8 +166,8 @@ def _linux_files(target, bundle: Path, manifest: dict, public_key, report) -> di
     for name in _bundle_files(bundle, manifest):
         files[f"{BUNDLE_DIR}/{name}"] = ((bundle / name).read_bytes(), REGULAR)
     files["var/lib/amc/pending/.keep"] = (b"", REGULAR)
-    if public_key is not None:
-        files["etc/amc/patch.pub"] = (Path(public_key).read_bytes(), REGULAR)
+    for fingerprint, public in keyring.items():
+        files[keyring_file(fingerprint)] = (public, REGULAR)
     boot = device_sources("boot")
     files["usr/libexec/amc/amc-apply-pending"] = ((boot / "amc-apply-pending").read_bytes(), EXECUTABLE)
     files["lib/systemd/system/amc-patch.service"] = ((boot / "amc-patch.service").read_bytes(), REGULAR)
@@ -159,7 +200,8 @@ def _stripped(program: Path, triple: str) -> bytes:
 
 # ---- microcontrollers ------------------------------------------------------------------------------
 
-def _mcu_files(target, bundle: Path, manifest: dict, report) -> dict[str, tuple[bytes, int]]:
+def _mcu_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes],
+               report) -> dict[str, tuple[bytes, int]]:
     from amc.runtime.build import RUNTIME_DIR
 
     files: dict[str, tuple[bytes, int]] = {}
@@ -174,6 +216,7 @@ def _mcu_files(target, bundle: Path, manifest: dict, report) -> dict[str, tuple[
     for folder in ("include", "src", "ports"):
         for path in sorted((RUNTIME_DIR / folder).glob("*.[ch]")):
             files[f"runtime/{folder}/{path.name}"] = (path.read_bytes(), REGULAR)
+    files["keys/amc_keys.h"], files["keys/amc_keys.c"] = _keys_c(keyring)
     model_sources = " ".join(f"${{AMC_DIR}}/model/{p.relative_to(bundle).as_posix()}" for p in sources
                              if p.suffix in (".c", ".cc"))
     files["amc.cmake"] = (MCU_CMAKE.format(target=target.name, cflags=" ".join(target.cflags),
@@ -188,16 +231,38 @@ MCU_CMAKE = """\
 # The model data are const arrays (flash); the patch runtime is C99 with no malloc and no stdio.
 # Storage goes through the callbacks of runtime/ports/amc_simflash.h or the firmware's own port.
 # The board's code generation flags ({cflags}) come from the firmware's toolchain.
+# keys/amc_keys.h: the public keys the firmware's verifier must accept a blob's signature from.
 set(AMC_DIR "${{CMAKE_CURRENT_LIST_DIR}}")
 add_library(amc STATIC
     ${{AMC_DIR}}/runtime/src/amc_patch.c
     ${{AMC_DIR}}/runtime/src/amc_sha256.c
     ${{AMC_DIR}}/runtime/src/amc_info.c
+    ${{AMC_DIR}}/keys/amc_keys.c
     {model_sources})
 target_include_directories(amc PUBLIC ${{AMC_DIR}}/runtime/include ${{AMC_DIR}}/runtime/ports ${{AMC_DIR}}/model
+                           ${{AMC_DIR}}/keys
                            PRIVATE ${{AMC_DIR}}/runtime/src)
 set_target_properties(amc PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON)
 """
+
+
+def _keys_c(keyring: dict[str, bytes]) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+    """The keyring for firmware: a header declaring `amc_trusted_keys[AMC_TRUSTED_KEYS][32]` and
+    the source defining it (in flash)."""
+    names = "".join(f" *   [{i}] sha256 {fingerprint}\n" for i, fingerprint in enumerate(sorted(keyring)))
+    header = (f"/*\n * amc_keys.h - the Ed25519 public keys a blob's signature must verify with (any one of\n"
+              f" * them); written by `amc image`. Removing a key revokes it.\n{names} */\n"
+              f"#ifndef AMC_KEYS_H\n#define AMC_KEYS_H\n\n#include <stdint.h>\n\n"
+              f"#define AMC_TRUSTED_KEYS {len(keyring)}u\n"
+              f"extern const uint8_t amc_trusted_keys[AMC_TRUSTED_KEYS][32];\n\n#endif\n")
+    rows = []
+    for fingerprint in sorted(keyring):
+        public = keyring[fingerprint]
+        body = ",\n     ".join(", ".join(f"0x{b:02x}" for b in public[i:i + 8]) for i in range(0, 32, 8))
+        rows.append(f"    /* sha256 {fingerprint} */\n    {{{body}}}")
+    source = (f"/* The trusted keys of amc_keys.h; written by `amc image`. */\n#include \"amc_keys.h\"\n\n"
+              f"const uint8_t amc_trusted_keys[AMC_TRUSTED_KEYS][32] = {{\n" + ",\n".join(rows) + "\n};\n")
+    return (header.encode(), REGULAR), (source.encode(), REGULAR)
 
 
 # ---- writing, reproducibly ---------------------------------------------------------------------------

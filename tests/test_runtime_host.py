@@ -133,3 +133,74 @@ def test_amc_runtime_build_json(capsys):
 
 def test_amc_runtime_unknown_target(capsys):
     assert _run(["runtime", "build", "--target", "nope"]) == 2
+
+
+# ---- amc-patch's keyring -----------------------------------------------------------------------
+
+def _keyring_case(tmp_path):
+    """A two-file bundle, a blob signed with key B, and the public keys A and B as raw files."""
+    cli = build.build_runtime("host").cli
+    assert cli is not None, "amc-patch needs libsodium: apt-get install libsodium-dev"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    base = {"fast.pte": bytes(range(256)) * 4, "slow.pte": bytes(1024)}
+    for name, data in base.items():
+        (bundle / name).write_bytes(data)
+    seed_a, seed_b = hashlib.sha256(b"key A").digest(), hashlib.sha256(b"key B").digest()
+    blob, new = pb.make_blob(base, [pb.RawRecord(0, 8, b"\x05\x06"), pb.RawRecord(1, 0, b"\x01")], 4, seed_b)
+    (tmp_path / "update.amcp").write_bytes(blob)
+    (tmp_path / "a.pub").write_bytes(pb.public_key(seed_a))
+    (tmp_path / "b.pub").write_bytes(pb.public_key(seed_b))
+    return cli, bundle, base, new
+
+
+def _patch(cli, bundle, *options):
+    return subprocess.run([str(cli), "verify", "--dir", str(bundle), *map(str, options)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_amc_patch_verifies_with_any_key_of_the_ring(tmp_path):
+    cli, bundle, base, new = _keyring_case(tmp_path)
+    blob = tmp_path / "update.amcp"
+    assert _patch(cli, bundle, "--key", tmp_path / "a.pub", blob).returncode == 6      # AMC_E_SIGNATURE
+    both = _patch(cli, bundle, "--key", tmp_path / "a.pub", "--key", tmp_path / "b.pub", blob)
+    assert both.returncode == 0 and "status=verified version=4" in both.stdout, both.stderr
+    ring = tmp_path / "keys"
+    ring.mkdir()
+    for name in ("a.pub", "b.pub"):
+        (ring / name).write_bytes((tmp_path / name).read_bytes())
+    (ring / "README").write_text("not a key: ignored")
+    (ring / "b.pub").rename(tmp_path / "b-revoked")                                    # B revoked
+    assert _patch(cli, bundle, "--keyring", ring, blob).returncode == 6
+    (tmp_path / "b-revoked").rename(ring / "b.pub")
+    applied = subprocess.run([str(cli), "apply", "--dir", str(bundle), "--keyring", str(ring), str(blob)],
+                             capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    for name, data in new.items():
+        assert (bundle / name).read_bytes() == data
+
+
+def test_amc_patch_refuses_no_key_an_empty_ring_and_bad_key_files(tmp_path):
+    cli, bundle, base, _ = _keyring_case(tmp_path)
+    blob = tmp_path / "update.amcp"
+    none = _patch(cli, bundle, blob)
+    assert none.returncode == 64 and "no trusted public key" in none.stderr
+    ring = tmp_path / "keys"
+    ring.mkdir()
+    empty = _patch(cli, bundle, "--keyring", ring, blob)
+    assert empty.returncode == 64 and f"no trusted keys in {ring}" in empty.stderr
+    (ring / "b.pub").write_bytes((tmp_path / "b.pub").read_bytes())
+    (ring / "short.pub").write_bytes(bytes(31))
+    short = _patch(cli, bundle, "--keyring", ring, blob)
+    assert short.returncode == 64 and f"{ring / 'short.pub'}: a public key file holds exactly 32 raw bytes" \
+        in short.stderr
+    (ring / "short.pub").unlink()
+    (ring / "link.pub").symlink_to(tmp_path / "a.pub")
+    link = _patch(cli, bundle, "--keyring", ring, blob)
+    assert link.returncode == 64 and f"{ring / 'link.pub'}: a symbolic link" in link.stderr
+    (ring / "link.pub").unlink()
+    (ring / "folder.pub").mkdir()
+    folder = _patch(cli, bundle, "--keyring", ring, blob)
+    assert folder.returncode == 64 and "not a regular file" in folder.stderr
+    for name, data in base.items():
+        assert (bundle / name).read_bytes() == data

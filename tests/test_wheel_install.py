@@ -7,6 +7,7 @@ through a .pth line; amc itself comes only from the wheel."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from amc.patch.blob import public_key
 from tests.compile_fixtures import tiny_checkpoint, tiny_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +80,11 @@ def test_runtime_build_compile_test_and_image_from_the_wheel(installed):
     tested = _amc(installed, "test", "--target", "rpi4", "--bundle", str(bundle), "--data", str(corpus / "test"),
                   "--utterances", "1", "--records", "8")
     assert tested["transcripts_equal"] and tested["patched_equal"] is True, tested
-    image = _amc(installed, "image", "--target", "rpi4", "--bundle", str(bundle), "-o", str(work / "image"))
+    release = work / "release.pub"                     # the public half of a release key, 32 raw bytes
+    release.write_bytes(public_key(hashlib.sha256(b"wheel test release key").digest()))
+    image = _amc(installed, "image", "--target", "rpi4", "--bundle", str(bundle), "-o", str(work / "image"),
+                 "--key", str(release))
     assert (work / "image" / "lib" / "systemd" / "system" / "amc-patch.service").is_file(), image
+    assert [p.read_bytes() for p in (work / "image" / "etc" / "amc" / "keys").iterdir()] == [release.read_bytes()]
+    assert image["development_key"] is False
     assert any((work / "image").rglob("amc-patch")) and any((work / "image").rglob("amc-runner"))

@@ -2,18 +2,28 @@
  * amc-patch: apply an .amcp blob to a bundle directory on a Linux board, with the POSIX port
  * and libsodium's Ed25519.
  *
- *   amc-patch apply|resume|rollback|verify --dir BUNDLE --key KEY.pub BLOB
+ *   amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB
  *             [--page-size N] [--backup-pages N] [--min-version V]
  *   amc-patch status --dir BUNDLE
+ *
+ * The trusted public keys form a keyring: `--key` names one file and may be repeated,
+ * `--keyring DIR` adds every `*.pub` file in DIR (names starting with a dot are skipped); each
+ * holds the 32 raw bytes of an Ed25519 public key, and a blob verifies when its signature
+ * verifies with any of them (at most AMC_CONFIG_MAX_KEYS). Keys in DIR must be regular files
+ * there: a symbolic link, a folder or a file of another size is refused, and so is a run with
+ * no key at all. Rotating a key is adding the new one; removing a key revokes it.
  *
  * The blob's file names are paths relative to BUNDLE. The journal lives in BUNDLE/.amc-patch/
  * (backup pages and the two-slot progress record, which also keeps the installed version).
  * `apply` resumes a half-applied patch of the same blob; `resume` does only that.
  * Prints one `key=value` line on success; on failure `amc-patch: error: ...` on stderr and the
- * error code (AMC_E_...) as exit status; 64 for usage errors, 71 for system errors.
+ * error code (AMC_E_...) as exit status; 64 for usage errors (a missing or bad key included),
+ * 71 for system errors.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +42,9 @@ static const char *const state_names[] = {"idle", "applying", "rolling-back", "d
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: amc-patch apply|resume|rollback|verify --dir BUNDLE --key KEY.pub BLOB\n"
+            "usage: amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB\n"
             "                 [--page-size N] [--backup-pages N] [--min-version V]\n"
+            "       --key may be repeated; --keyring adds every *.pub in DIR (32 raw bytes each)\n"
             "       amc-patch status --dir BUNDLE\n");
     return EXIT_USAGE;
 }
@@ -57,6 +68,78 @@ static int join(char *dst, size_t size, const char *a, const char *b)
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+/* Add the key held by the open file `fd` (named `shown` in messages) to the ring; closes fd.
+ * Returns 0, or the exit status after printing why. */
+static int add_key(amc_keyring_t *ring, int fd, const char *shown)
+{
+    uint8_t extra;
+    struct stat sb;
+    ssize_t n;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return sys_fail(shown);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        fprintf(stderr, "amc-patch: error: %s: not a regular file; a public key file holds 32 raw bytes\n", shown);
+        return EXIT_USAGE;
+    }
+    if (ring->count >= AMC_CONFIG_MAX_KEYS) {
+        close(fd);
+        fprintf(stderr, "amc-patch: error: %s: more than %u trusted keys (AMC_CONFIG_MAX_KEYS)\n", shown,
+                (unsigned)AMC_CONFIG_MAX_KEYS);
+        return EXIT_USAGE;
+    }
+    n = read(fd, ring->keys[ring->count], 32);
+    if (n == 32 && read(fd, &extra, 1) == 0) {
+        close(fd);
+        ring->count++;
+        return 0;
+    }
+    close(fd);
+    fprintf(stderr, "amc-patch: error: %s: a public key file holds exactly 32 raw bytes\n", shown);
+    return EXIT_USAGE;
+}
+
+static int load_key(amc_keyring_t *ring, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return sys_fail(path);
+    return add_key(ring, fd, path);
+}
+
+/* Every DIR/NAME.pub (NAME not starting with a dot), opened without following links. */
+static int load_keyring(amc_keyring_t *ring, const char *dir)
+{
+    char shown[4096];
+    struct dirent *entry;
+    DIR *d = opendir(dir);
+    int rc = 0;
+    if (!d) return sys_fail(dir);
+    while (rc == 0 && (errno = 0, entry = readdir(d)) != NULL) {
+        size_t len = strlen(entry->d_name);
+        int fd;
+        if (entry->d_name[0] == '.' || len < 5 || strcmp(entry->d_name + len - 4, ".pub") != 0) continue;
+        if (join(shown, sizeof shown, dir, entry->d_name)) {
+            rc = usage();
+            break;
+        }
+        fd = openat(dirfd(d), entry->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0 && errno == ELOOP) {
+            fprintf(stderr, "amc-patch: error: %s: a symbolic link; a keyring holds the key files themselves\n",
+                    shown);
+            rc = EXIT_USAGE;
+        } else if (fd < 0) {
+            rc = sys_fail(shown);
+        } else {
+            rc = add_key(ring, fd, shown);
+        }
+    }
+    if (rc == 0 && errno != 0) rc = sys_fail(dir);
+    closedir(d);
+    return rc;
+}
+
 static int stream(amc_patch_t *p, const amc_config_t *cfg, int pass, FILE *blob)
 {
     static uint8_t chunk[CHUNK];
@@ -74,12 +157,16 @@ static int stream(amc_patch_t *p, const amc_config_t *cfg, int pass, FILE *blob)
 
 int main(int argc, char **argv)
 {
-    const char *cmd, *dir = NULL, *key_path = NULL, *blob_path = NULL;
+    const char *cmd, *dir = NULL, *blob_path = NULL;
+    const char *key_sources[AMC_CONFIG_MAX_KEYS];
+    int key_is_ring[AMC_CONFIG_MAX_KEYS];
+    unsigned nsources = 0;
     unsigned long page_size = 4096, backup_pages = 4;
     unsigned long long min_version = 0;
     char paths[AMC_CONFIG_MAX_FILES][4096], backup[4096], progress[4096], journal[4096];
     const char *path_list[AMC_CONFIG_MAX_FILES];
-    uint8_t head[CHUNK], key[32];
+    uint8_t head[CHUNK];
+    static amc_keyring_t ring;
     static uint8_t page_buf[1u << 16], buckets[1u << 16];
     amc_file_info_t files[AMC_CONFIG_MAX_FILES];
     amc_posix_t px;
@@ -98,7 +185,15 @@ int main(int argc, char **argv)
     for (a = 2; a < argc; a++) {
         const char *opt = argv[a];
         if (a + 1 < argc && strcmp(opt, "--dir") == 0) dir = argv[++a];
-        else if (a + 1 < argc && strcmp(opt, "--key") == 0) key_path = argv[++a];
+        else if (a + 1 < argc && (strcmp(opt, "--key") == 0 || strcmp(opt, "--keyring") == 0)) {
+            if (nsources == AMC_CONFIG_MAX_KEYS) {
+                fprintf(stderr, "amc-patch: error: more than %u --key/--keyring options\n",
+                        (unsigned)AMC_CONFIG_MAX_KEYS);
+                return EXIT_USAGE;
+            }
+            key_is_ring[nsources] = strcmp(opt, "--keyring") == 0;
+            key_sources[nsources++] = argv[++a];
+        }
         else if (a + 1 < argc && strcmp(opt, "--page-size") == 0) page_size = strtoul(argv[++a], NULL, 0);
         else if (a + 1 < argc && strcmp(opt, "--backup-pages") == 0) backup_pages = strtoul(argv[++a], NULL, 0);
         else if (a + 1 < argc && strcmp(opt, "--min-version") == 0) min_version = strtoull(argv[++a], NULL, 0);
@@ -115,8 +210,8 @@ int main(int argc, char **argv)
 
     memset(&cfg, 0, sizeof cfg);
     cfg.storage = &storage;
-    cfg.verify = amc_verify_ed25519;
-    cfg.verify_ctx = key;
+    cfg.verify = amc_verify_ed25519_keyring;
+    cfg.verify_ctx = &ring;
     cfg.page_buf = page_buf;
     cfg.bucket_buf = buckets;
     cfg.bucket_buf_size = sizeof buckets;
@@ -137,16 +232,21 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "rollback") == 0) pass = AMC_PASS_ROLLBACK;
     else if (strcmp(cmd, "verify") == 0) pass = AMC_PASS_VERIFY;
     else return usage();
-    if (!key_path || !blob_path) return usage();
+    if (!blob_path) return usage();
 
-    if (!(fp = fopen(key_path, "rb"))) return sys_fail(key_path);
-    n = fread(key, 1, sizeof key, fp);
-    if (n != 32 || fgetc(fp) != EOF) {
-        fclose(fp);
-        fprintf(stderr, "amc-patch: error: %s: a public key file holds exactly 32 raw bytes\n", key_path);
+    for (i = 0; i < nsources; i++) {
+        rc = key_is_ring[i] ? load_keyring(&ring, key_sources[i]) : load_key(&ring, key_sources[i]);
+        if (rc) return rc;
+    }
+    if (ring.count == 0) {
+        if (nsources == 0)
+            fprintf(stderr, "amc-patch: error: no trusted public key: give --key KEY.pub (repeatable) "
+                            "or --keyring DIR\n");
+        for (i = 0; i < nsources; i++)      /* only keyrings, all of them empty */
+            fprintf(stderr, "amc-patch: error: no trusted keys in %s (no *.pub file): refusing to verify\n",
+                    key_sources[i]);
         return EXIT_USAGE;
     }
-    fclose(fp);
     if (!(fp = fopen(blob_path, "rb"))) return sys_fail(blob_path);
     n = fread(head, 1, sizeof head, fp);
     if ((rc = amc_blob_info(head, n, &version, &nfiles, files)) != 0) {

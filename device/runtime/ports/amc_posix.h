@@ -23,7 +23,21 @@ void amc_posix_storage(amc_posix_t *px, amc_storage_t *st, uint32_t page_size,
                        uint32_t backup_pages);
 void amc_posix_close(amc_posix_t *px);
 
+#ifndef AMC_CONFIG_MAX_KEYS
+#define AMC_CONFIG_MAX_KEYS 16       /* public keys a device trusts at once (a rotation's old and new) */
+#endif
+
+/* The public keys a device trusts; the caller fills `keys[0..count)`. Removing a key revokes it. */
+typedef struct amc_keyring {
+    uint8_t keys[AMC_CONFIG_MAX_KEYS][32];
+    unsigned count;
+} amc_keyring_t;
+
 /* Ed25519 verifier through libsodium; ctx is the 32-byte public key. */
 int amc_verify_ed25519(void *ctx, const uint8_t digest[32], const uint8_t signature[64]);
+
+/* The same for a keyring: ctx is an amc_keyring_t; the signature verifies if it verifies with
+ * any key of the ring (none: it never does). */
+int amc_verify_ed25519_keyring(void *ctx, const uint8_t digest[32], const uint8_t signature[64]);
 
 #endif
