@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from amc.cli.output import print_json, progress_bar, stderr, stdout_to_stderr
+from amc.cli.output import print_json, progress_bar, stderr, stdout_to_stderr, warn
 
 Target = typer.Option(..., "--target", "-t", help="Board preset (see `amc targets`).")
 Bundle = typer.Option(None, "--bundle", exists=True, file_okay=False,
@@ -83,7 +83,7 @@ def image(
     """Write the device-image overlay: bundle, runtime, amc-patch, amc-runner, boot unit, keyring, sha256 manifest."""
     from amc.compiler.image import build_image
     from amc.compiler.pipeline import default_output
-    from amc.patch.keys import DEV_KEY_WARNING
+    from amc.patch.keys import DEV_IMAGE_WARNING
     from amc.targets.presets import get_target
 
     if bundle is None:
@@ -93,7 +93,7 @@ def image(
             from amc.common.errors import InputError
             raise InputError(f"no bundle at {bundle}: run `amc compile --target {preset.name}` or pass --bundle")
     if dev_key:
-        stderr.print(f"amc: warning: {DEV_KEY_WARNING}", markup=False, highlight=False, soft_wrap=True)
+        warn(DEV_IMAGE_WARNING)
     with progress_bar(not json_out) as report:
         result = build_image(target, bundle, output, key or [], dev_key, report=report)
     if json_out:

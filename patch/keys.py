@@ -22,6 +22,8 @@ DEV_SEED = hashlib.sha256(b"amc test signing key").digest()
 
 DEV_KEY_WARNING = ("signing with the DEVELOPMENT key: anyone can make blobs it signs; "
                    "devices must not trust it (make a release key with `amc key generate`)")
+DEV_IMAGE_WARNING = ("this image trusts the DEVELOPMENT key: anyone can make blobs it accepts; "
+                     "never ship it (give release keys with --key)")
 PUBLIC_FORMATS = ("pem", "raw", "c")
 
 

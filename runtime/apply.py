@@ -46,17 +46,13 @@ class PatchResult:
 
 
 def host_cli(report: Report = quiet) -> Path:
-    """The host build of `amc-patch`, built with cmake if missing."""
-    from amc.runtime.build import build_dir, build_runtime
-    from amc.targets.presets import get_target
-    cli = build_dir(get_target("host")) / "amc-patch"
-    if not cli.exists():
-        build = build_runtime("host", report=report)
-        if build.cli is None:
-            raise AmcError("the host runtime built without amc-patch: install libsodium-dev "
-                           "(apt-get install libsodium-dev) and rebuild")
-        cli = build.cli
-    return cli
+    """The host build of `amc-patch`, brought up to date with cmake (a no-op when it is)."""
+    from amc.runtime.build import build_runtime
+    build = build_runtime("host", report=report)
+    if build.cli is None:
+        raise AmcError("the host runtime built without amc-patch: install libsodium-dev "
+                       "(apt-get install libsodium-dev) and rebuild")
+    return build.cli
 
 
 def run_cli(command: str, bundle: Path, blob_path: Path | None, public_key: bytes | None,

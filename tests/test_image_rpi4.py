@@ -269,7 +269,7 @@ def test_mcu_image_carries_the_keyring_as_c_and_marks_the_development_key(tmp_pa
 def test_image_cli_takes_repeated_keys_and_warns_of_the_development_key(tmp_path, capsys, monkeypatch):
     import amc.compiler.image as image_module
     from amc.cli import main
-    from amc.patch.keys import DEV_KEY_WARNING
+    from amc.patch.keys import DEV_IMAGE_WARNING
 
     bundle = _fake_bundle(tmp_path / "b", "cortex-m4", "tflite")
     _, pem, raw = _release_keys(tmp_path)
@@ -301,4 +301,4 @@ def test_image_cli_takes_repeated_keys_and_warns_of_the_development_key(tmp_path
     captured = capsys.readouterr()
     assert given == {"public_keys": [], "dev_key": True}
     assert json.loads(captured.out)["development_key"] is True
-    assert f"amc: warning: {DEV_KEY_WARNING}" in " ".join(captured.err.split())
+    assert f"amc: warning: {DEV_IMAGE_WARNING}" in " ".join(captured.err.split())
