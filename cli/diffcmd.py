@@ -124,6 +124,7 @@ def bench_diff(
     """Five successive updates: CER and blob sizes per method, against generic binary diffs."""
     from amc.bench.diff import bench_diff as run
 
+    warn("amc bench diff signs its blobs with the DEVELOPMENT key: they are measurements, not releases")
     with progress_bar(not json_out) as report:
         result = run(updates, base=base, work=work, retrain=retrain, report=report,
                      log=lambda entry: stderr.print(entry),     # each row as it is measured
