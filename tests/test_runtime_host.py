@@ -204,3 +204,28 @@ def test_amc_patch_refuses_no_key_an_empty_ring_and_bad_key_files(tmp_path):
     assert folder.returncode == 64 and "not a regular file" in folder.stderr
     for name, data in base.items():
         assert (bundle / name).read_bytes() == data
+
+
+def test_c_refuses_the_int32_min_bucket_python_refuses(tmp_path):
+    """A signed int32 hash record holding -2**31 (no negation in int32): the Python reader refuses
+    it, so must the C parser, before anything is written."""
+    cli = build.build_runtime("host").cli
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    base = {"fast.pte": bytes(range(256)) * 4}
+    (bundle / "fast.pte").write_bytes(base["fast.pte"])
+    blob, _ = pb.make_blob(base, [pb.HashRecord(0, 0, 1024, 4, 9, (5, -3, 7), True)], 2, KEY)
+    bucket = blob.index((-3).to_bytes(4, "little", signed=True))
+    body = bytearray(blob[:-pb.TRAILER_SIZE])
+    body[bucket:bucket + 4] = (-2 ** 31).to_bytes(4, "little", signed=True)
+    digest = hashlib.sha256(body).digest()
+    crafted = bytes(body) + digest + pb.sign_digest(KEY, digest)
+    with pytest.raises(pb.InputError, match="forbidden bucket value"):
+        pb.read_blob(crafted)
+    (tmp_path / "crafted.amcp").write_bytes(crafted)
+    (tmp_path / "key.pub").write_bytes(pb.public_key(KEY))
+    for command in ("verify", "apply"):
+        done = subprocess.run([str(cli), command, "--dir", str(bundle), "--key", str(tmp_path / "key.pub"),
+                               str(tmp_path / "crafted.amcp")], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "malformed" in done.stderr.lower(), (command, done.returncode, done.stderr)
+    assert (bundle / "fast.pte").read_bytes() == base["fast.pte"]

@@ -206,7 +206,7 @@ static int32_t load_elem(const uint8_t *s, unsigned esz)
 }
 
 /* Add each element of the region its bucket's value, saturating. 32-bit arithmetic only:
- * a signed int32 record never holds INT32_MIN buckets (the format forbids it). */
+ * a signed int32 record may not hold INT32_MIN buckets (the format forbids it: refused here). */
 static int apply_hash(amc_patch_t *p)
 {
     uint32_t n = p->rlen >> p->shift, ms = amc_hash_mix32(p->seed), i = 0;
@@ -391,6 +391,11 @@ static int step(amc_patch_t *p)
         if (p->pleft != p->nbuckets << p->shift) return -AMC_E_BOUNDS;
         return expect(p, ST_HBUCKETS, p->pleft, p->cfg->bucket_buf);
     case ST_HBUCKETS:
+        if ((p->rflags & AMC_HASH_SIGNED) && p->esz == 4) {   /* -2^31 has no int32 negation: */
+            uint32_t b;                                       /* refused, used or not, as in Python */
+            for (b = 0; b < p->nbuckets; b++)
+                if (le32(p->cfg->bucket_buf + 4u * b) == 0x80000000u) return -AMC_E_FORMAT;
+        }
         if ((rc = apply_hash(p)) != 0) return rc;
         return end_record(p);
     case ST_RAW:
