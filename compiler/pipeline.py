@@ -200,10 +200,10 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
     out["accuracy"] = verify.accuracy(model, bundle, audio.verification, preset.mflops)
     report("verify: timing", 0, 1)
     out["timing"] = verify.timing(bundle, samples)
-    out["timing"]["runtime"] = get_backend(backend).python_runtime
+    chosen = get_backend(backend)
+    out["timing"]["runtime"] = chosen.python_runtime
     report("verify: native timing", 0, 1)
     out["timing"]["native"] = verify.native_timing(staging, backend)
-    chosen = get_backend(backend)
     if chosen.invoke_timing:
         out["timing"]["invoke"] = chosen.invoke_timing(staging, bundle.manifest)
     if chosen.cross_check:

@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 
 from amc.common.errors import InputError
-from amc.patch.keys import DEV_SEED
+from amc.patch.keys import DEV_SEED, crypto, public_of_seed
 
 MAGIC = b"AMCP"
 FORMAT_VERSION = 1
@@ -129,16 +129,6 @@ def hash_buckets(count: int, seed: int, bucket_count: int) -> tuple[np.ndarray, 
 
 # ---- keys ---------------------------------------------------------------------------------
 
-def _ed25519():
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError:
-        from amc.common.errors import ToolMissingError
-        raise ToolMissingError("Ed25519 signing needs the Python package 'cryptography': "
-                               "pip install cryptography") from None
-    return ed25519
-
-
 def example_signing_key() -> bytes:
     """The development key's seed (amc.patch.keys.DEV_SEED), for tests and fixtures: it is public,
     so no device may trust a blob it signed."""
@@ -147,9 +137,11 @@ def example_signing_key() -> bytes:
 
 def public_key(seed: bytes) -> bytes:
     """The raw 32-byte Ed25519 public key of a seed (what devices hold)."""
-    from cryptography.hazmat.primitives import serialization
-    key = _ed25519().Ed25519PrivateKey.from_private_bytes(seed).public_key()
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return public_of_seed(seed)
+
+
+def _ed25519():
+    return crypto()[1]
 
 
 def sign_digest(seed: bytes, digest: bytes) -> bytes:
@@ -196,7 +188,7 @@ def _value_range(elem_size: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-def _encode_record(record: Record, files: list[PatchFile]) -> bytes:
+def encode_record(record: Record, files: list[PatchFile]) -> bytes:
     if isinstance(record, SparseRecord):
         _check_region(record, files, record.elem_size)
         count = record.length // record.elem_size
@@ -268,7 +260,7 @@ def write_blob(files: list[PatchFile], records: list[Record], version: int,
     if not 0 < version < 1 << 64:
         raise InputError(f"model version {version} must be a positive 64-bit integer")
     _check_order(records)
-    body = _encode_files(files) + b"".join(_encode_record(r, files) for r in records)
+    body = _encode_files(files) + b"".join(encode_record(r, files) for r in records)
     length = HEADER_SIZE + len(body) + TRAILER_SIZE
     if length > MAX_BLOB_BYTES:
         raise InputError(f"blob of {length} bytes exceeds the format's {MAX_BLOB_BYTES}")
@@ -466,7 +458,7 @@ def make_blob(base: dict[str, bytes], records: list[Record], version: int,
     provisional = [PatchFile(name, len(base[name]), bytes(32), bytes(32)) for name in names]
     _check_order(records)
     for record in records:                      # validate before applying
-        _encode_record(record, provisional)
+        encode_record(record, provisional)
     contents = [bytearray(base[name]) for name in names]
     apply_records(contents, records)
     files = [PatchFile(name, len(base[name]), hashlib.sha256(base[name]).digest(),

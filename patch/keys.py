@@ -27,7 +27,8 @@ DEV_IMAGE_WARNING = ("this image trusts the DEVELOPMENT key: anyone can make blo
 PUBLIC_FORMATS = ("pem", "raw", "c")
 
 
-def _crypto():
+def crypto():
+    """cryptography's serialization and ed25519 modules, or a one-line install hint."""
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -55,7 +56,7 @@ def development_key() -> SigningKey:
 
 
 def public_of_seed(seed: bytes) -> bytes:
-    serialization, ed25519 = _crypto()
+    serialization, ed25519 = crypto()
     return ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -72,7 +73,7 @@ def fingerprint(public: bytes) -> str:
 def generate_key(output: Path | str, passphrase: bytes | None = None) -> dict:
     """A new Ed25519 key in PKCS#8 PEM at `output` (mode 0600, written atomically; an existing file
     is refused). Encrypted with the passphrase when one is given."""
-    serialization, ed25519 = _crypto()
+    serialization, ed25519 = crypto()
     output = Path(output)
     if output.exists():
         raise InputError(f"{output}: exists; amc does not overwrite a key (remove it first or pick another name)")
@@ -106,6 +107,28 @@ def passphrase_from(path: Path | str | None) -> bytes | None:
     return value.encode() if value else None
 
 
+def _is_raw(data: bytes) -> bool:
+    """32 raw bytes: the form a device holds a public key in."""
+    return len(data) == 32 and not data.startswith(b"-----")
+
+
+def _is_pem(data: bytes) -> bool:
+    return data.lstrip().startswith(b"-----")
+
+
+def _holds_private(data: bytes) -> bool:
+    if _is_pem(data):
+        return b"PRIVATE KEY" in data
+    serialization, _ = crypto()
+    try:                                     # DER carries no label: what parses as a private key is one
+        serialization.load_der_private_key(data, password=None)
+        return True
+    except TypeError:                        # encrypted
+        return True
+    except ValueError:
+        return False
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -129,16 +152,16 @@ def _not_ed25519(path: Path, key) -> InputError:
 
 def load_signing_key(path: Path | str, passphrase: bytes | None = None) -> SigningKey:
     """The private key of a PKCS#8 PEM (or DER) file."""
-    serialization, ed25519 = _crypto()
+    serialization, ed25519 = crypto()
     path = Path(path)
     data = _read(path)
-    if len(data) == 32 and not data.startswith(b"-----"):
+    if _is_raw(data):
         raise InputError(f"{path}: 32 raw bytes, read as a public key (the form devices hold); signing needs "
                          f"a PKCS#8 private key (`amc key generate`)")
-    if b"PUBLIC KEY" in data:
+    if not _holds_private(data):
         raise InputError(f"{path}: holds a public key; signing needs the private key")
     try:
-        if data.lstrip().startswith(b"-----"):
+        if _is_pem(data):
             key = serialization.load_pem_private_key(data, password=passphrase)
         else:
             key = serialization.load_der_private_key(data, password=passphrase)
@@ -163,15 +186,15 @@ def load_signing_key(path: Path | str, passphrase: bytes | None = None) -> Signi
 def load_public_key(path: Path | str, passphrase: bytes | None = None) -> bytes:
     """The raw 32-byte public key of a file: a public PEM/DER key, a raw 32-byte key (the form
     devices hold), or a private key (its public half)."""
-    serialization, ed25519 = _crypto()
+    serialization, ed25519 = crypto()
     path = Path(path)
     data = _read(path)
-    if len(data) == 32 and not data.startswith(b"-----"):
+    if _is_raw(data):
         return data
-    if b"PRIVATE KEY" in data:
+    if _holds_private(data):
         return load_signing_key(path, passphrase).public
     try:
-        if data.lstrip().startswith(b"-----"):
+        if _is_pem(data):
             key = serialization.load_pem_public_key(data)
         else:
             key = serialization.load_der_public_key(data)
@@ -190,7 +213,7 @@ def public_key_text(public: bytes, form: str, name: str = "amc_patch_public_key"
     if form == "raw":
         return public
     if form == "pem":
-        serialization, ed25519 = _crypto()
+        serialization, ed25519 = crypto()
         return ed25519.Ed25519PublicKey.from_public_bytes(public).public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     if form == "c":
@@ -207,16 +230,16 @@ def key_info(path: Path | str, passphrase: bytes | None = None) -> dict:
     path = Path(path)
     data = _read(path)
     encrypted = b"ENCRYPTED PRIVATE KEY" in data
-    private = b"PRIVATE KEY" in data
-    if len(data) == 32 and not data.startswith(b"-----"):
-        form = "raw-32"
-        public = data
+    raw = _is_raw(data)
+    private = not raw and _holds_private(data)
+    encoding = "pem" if _is_pem(data) else "der"
+    if raw:
+        form, public = "raw-32", data
     elif private:
-        form = "pkcs8-pem" if data.lstrip().startswith(b"-----") else "pkcs8-der"
+        form = f"pkcs8-{encoding}"
         public = load_signing_key(path, passphrase).public if not encrypted or passphrase else None
     else:
-        form = "spki-pem" if data.lstrip().startswith(b"-----") else "spki-der"
-        public = load_public_key(path)
+        form, public = f"spki-{encoding}", load_public_key(path)
     info = {"key": str(path), "algorithm": "ed25519", "kind": "private" if private else "public",
             "format": form, "encrypted": encrypted}
     if public is None:

@@ -19,7 +19,7 @@ def summarize_blob(data: bytes, keyring: dict[str, bytes] | None = None) -> dict
     for record in parsed.records:
         entry = kinds.setdefault(KINDS[type(record)], {"records": 0, "bytes": 0, "region_bytes": 0})
         entry["records"] += 1
-        entry["bytes"] += len(pb._encode_record(record, files))
+        entry["bytes"] += len(pb.encode_record(record, files))
         entry["region_bytes"] += record.length
     payload = sum(entry["bytes"] for entry in kinds.values()) - pb.RECORD_HEADER_SIZE * len(parsed.records)
     signed = pb.is_signed(data)

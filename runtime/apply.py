@@ -45,14 +45,21 @@ class PatchResult:
                 "manifest_updated": self.manifest_updated, "runtime": self.runtime_output}
 
 
+_UP_TO_DATE: list[Path] = []
+"""The host amc-patch once this process has brought it up to date."""
+
+
 def host_cli(report: Report = quiet) -> Path:
-    """The host build of `amc-patch`, brought up to date with cmake (a no-op when it is)."""
+    """The host build of `amc-patch`, brought up to date with cmake once a process (the sources
+    do not change under a running amc; a stale build from an earlier checkout is rebuilt)."""
     from amc.runtime.build import build_runtime
-    build = build_runtime("host", report=report)
-    if build.cli is None:
-        raise AmcError("the host runtime built without amc-patch: install libsodium-dev "
-                       "(apt-get install libsodium-dev) and rebuild")
-    return build.cli
+    if not _UP_TO_DATE:
+        build = build_runtime("host", report=report)
+        if build.cli is None:
+            raise AmcError("the host runtime built without amc-patch: install libsodium-dev "
+                           "(apt-get install libsodium-dev) and rebuild")
+        _UP_TO_DATE.append(build.cli)
+    return _UP_TO_DATE[0]
 
 
 def run_cli(command: str, bundle: Path, blob_path: Path | None, public_key: bytes | None,

@@ -59,7 +59,7 @@ def test_sparse_record_bytes_matches_the_writer():
     positions = np.array([0, 5, 300, 301, 20000])
     record = pb.SparseRecord(0, 0, 30000, 1, tuple(positions.tolist()), (1, 2, 3, 4, 5))
     files = [pb.PatchFile("a", 30000, b"\0" * 32, b"\0" * 32)]
-    assert sparse_record_bytes(positions) == len(pb._encode_record(record, files))
+    assert sparse_record_bytes(positions) == len(pb.encode_record(record, files))
 
 
 def test_sparse_and_hash_training_meet_the_budget(tiny_model):

@@ -124,3 +124,17 @@ def test_openssl_signs_a_blob_amc_verifies(tmp_path):
     public = keys.load_public_key(private)
     signed = pb.with_signature(unsigned, signature, public)
     assert pb.read_blob(signed, public).version == 3
+
+
+@needs_openssl
+def test_der_keys_are_told_apart(tmp_path):
+    pem = tmp_path / "k.pem"
+    keys.generate_key(pem)
+    der, der_pub = tmp_path / "k.der", tmp_path / "k.pub.der"
+    _openssl("pkey", "-in", str(pem), "-outform", "DER", "-out", str(der))
+    _openssl("pkey", "-in", str(pem), "-pubout", "-outform", "DER", "-out", str(der_pub))
+    public = keys.load_public_key(pem)
+    assert keys.load_public_key(der) == keys.load_public_key(der_pub) == public
+    assert keys.key_info(der)["format"] == "pkcs8-der" and keys.key_info(der_pub)["format"] == "spki-der"
+    with pytest.raises(InputError, match="holds a public key"):
+        keys.load_signing_key(der_pub)
