@@ -31,6 +31,9 @@ def diff(
     bundle_out: Optional[Path] = typer.Option(None, "--bundle-out",
                                               help="Where the new bundle goes (default: OUT's stem + .bundle)."),
     version: Optional[int] = typer.Option(None, "--version", help="Model version the blob installs (default: base + 1)."),
+    chunk_size: int = typer.Option(1024, "--chunk-size",
+                                   help="Bytes between the blob's hash links (64..32768, a power of two); "
+                                        "the device buffers one chunk + 32 bytes."),
     json_out: bool = Json,
 ) -> None:
     """Make the patch blob that turns BASE into the update, and the new bundle, proven equal."""
@@ -52,7 +55,7 @@ def diff(
     with progress_bar(not json_out) as report:
         result = make_diff(base, new, out, budget=budget, method=method,
                            signing_key=signing_key.seed if signing_key is not None else None,
-                           bundle_out=bundle_out, version=version, report=report)
+                           bundle_out=bundle_out, version=version, chunk_size=chunk_size, report=report)
     if digest_out is not None:
         write_file(digest_out, signing_digest(result.blob.read_bytes()))
     if json_out:

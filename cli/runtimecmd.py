@@ -4,6 +4,7 @@ blob to a bundle with that runtime)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -63,6 +64,9 @@ def patch(
                              help="Ed25519 public key of the signer: PEM, or 32 raw bytes."),
     page_size: int = typer.Option(4096, "--page-size", help="Journal page size (power of two)."),
     backup_pages: int = typer.Option(4, "--backup-pages", help="Backup pages kept for rollback."),
+    counter: Optional[Path] = typer.Option(None, "--counter", dir_okay=False,
+                                           help="Anti-rollback counter file, outside the bundle "
+                                                "(the installed version; made on first use)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Apply a patch blob to a bundle in place with the C runtime (resumes an interrupted one)."""
@@ -73,7 +77,7 @@ def patch(
         warn("trusting the DEVELOPMENT key: anyone can make blobs it accepts")
     with progress_bar(not json_out) as report:
         result = apply_patch(bundle, blob, public, report=report, page_size=page_size,
-                             backup_pages=backup_pages)
+                             backup_pages=backup_pages, counter=counter)
     if json_out:
         print_json(result.to_json())
     else:

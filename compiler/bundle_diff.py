@@ -434,11 +434,13 @@ def default_bundle_out(out: Path) -> Path:
 
 def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: str | int | None = "10%",
               method: str = "auto", signing_key: bytes | None = None, bundle_out: Path | str | None = None,
-              version: int | None = None, report: Report = quiet) -> DiffResult:
+              version: int | None = None, chunk_size: int = pb.DEFAULT_CHUNK,
+              report: Report = quiet) -> DiffResult:
     """The blob that turns the bundle at `base_path` into the update `new` (a trained diff or a
     checkpoint), signed with `signing_key` (a 32-byte Ed25519 seed) or, with None, unsigned for a
-    signer elsewhere; and the new bundle, proven equal to the reference by the C runtime."""
-    from amc.model.neural_diff import blob_overhead, is_diff_file, load_diff
+    signer elsewhere, in chunks of `chunk_size` bytes; and the new bundle, proven equal to the
+    reference by the C runtime."""
+    from amc.model.neural_diff import blob_overhead, is_diff_file, load_diff, record_budget as records_fit
 
     if method not in ("sparse", "hash", "auto"):
         raise InputError(f"unknown method '{method}' (use sparse, hash or auto)")
@@ -453,7 +455,7 @@ def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: s
     if budget_bytes is not None and budget_bytes < overhead + pb.RECORD_HEADER_SIZE + 5:
         raise BudgetError(f"a budget of {budget_bytes} bytes cannot hold anything: a blob's header, file table "
                           f"and trailer alone take {overhead} bytes")
-    record_budget = None if budget_bytes is None else budget_bytes - overhead
+    record_budget = None if budget_bytes is None else records_fit(budget_bytes, list(base.files), chunk_size)
     # 2. the update, in the frozen int8 domain
     new = Path(new)
     if is_diff_file(new):
@@ -476,7 +478,7 @@ def make_diff(base_path: Path | str, new: Path | str, out: Path | str, budget: s
     update.records.sort(key=lambda r: (r.file, r.offset))
     previous = int(base.manifest.get("update", {}).get("version", 1))
     version = version or previous + 1
-    blob, new_files = pb.make_blob(dict(base.files), update.records, version, signing_key)
+    blob, new_files = pb.make_blob(dict(base.files), update.records, version, signing_key, chunk_size)
     if budget_bytes is not None and len(blob) > budget_bytes:
         raise BudgetError(f"the blob takes {len(blob)} bytes, over the budget of {budget_bytes} "
                           f"({method} diff); retrain it for this budget")

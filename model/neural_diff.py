@@ -40,7 +40,7 @@ from amc.common.errors import InputError
 from amc.common.progress import Report, quiet
 from amc.model.branched import BranchedEncoder, DenseProjection, FactorizedProjection, SparseProjection
 from amc.model.feature_set import FeatureSet, batches
-from amc.patch.blob import HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, hash_buckets
+from amc.patch.blob import DEFAULT_CHUNK, HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, content_budget, hash_buckets
 
 DIFF_FORMAT = "amc-neural-diff"
 DIFF_VERSION = 1
@@ -258,8 +258,14 @@ def load_diff(path: Path | str) -> NeuralDiff:
 # ---- byte costs of the records a diff becomes --------------------------------------------------
 
 def blob_overhead(file_names: list[str]) -> int:
-    """Header, file table and trailer of a blob targeting these files."""
+    """Header, file table and trailer of a blob targeting these files (chunk links aside)."""
     return HEADER_SIZE + sum(1 + len(n.encode()) + 4 + 64 for n in file_names) + TRAILER_SIZE
+
+
+def record_budget(budget_bytes: int, file_names: list[str], chunk_size: int = DEFAULT_CHUNK) -> int:
+    """Bytes of records a blob of at most `budget_bytes` can hold: what header, file table,
+    trailer and the chunk links leave."""
+    return content_budget(budget_bytes, chunk_size) - (blob_overhead(file_names) - TRAILER_SIZE)
 
 
 def _varint_bytes(values: np.ndarray) -> np.ndarray:
@@ -428,8 +434,8 @@ def train_diff(model: BranchedEncoder, grids: list[Grid], data: FeatureSet, sett
     `data` so that its blob fits `settings.budget_bytes`."""
     if settings.method not in METHODS:
         raise InputError(f"unknown diff method '{settings.method}' (use {' or '.join(METHODS)})")
-    record_budget = settings.budget_bytes - blob_overhead(list(settings.file_names))
-    if record_budget < RECORD_HEADER_SIZE + 8 + 1:
+    records_fit = record_budget(settings.budget_bytes, list(settings.file_names))
+    if records_fit < RECORD_HEADER_SIZE + 8 + 1:
         raise InputError(f"a budget of {settings.budget_bytes} bytes cannot hold a single record "
                          f"(the blob's header, file table and trailer take "
                          f"{blob_overhead(list(settings.file_names))})")
@@ -440,9 +446,9 @@ def train_diff(model: BranchedEncoder, grids: list[Grid], data: FeatureSet, sett
     started = time.time()
     with single_thread():
         if settings.method == "sparse":
-            diff = _train_sparse(diffed, grids, data, settings, record_budget, rng, report, log)
+            diff = _train_sparse(diffed, grids, data, settings, records_fit, rng, report, log)
         else:
-            diff = _train_hash(diffed, grids, data, settings, record_budget, rng, report, log)
+            diff = _train_hash(diffed, grids, data, settings, records_fit, rng, report, log)
     diff.info.update({"settings": settings.to_json(), "train_seconds": round(time.time() - started, 1),
                       "train_utterances": len(data)})
     return diff
@@ -625,10 +631,10 @@ def largest_changes(grids: list[Grid], target: list[Grid], budget_bytes: int,
                     file_names: tuple[str, ...] = ("fast.pte", "slow.pte")) -> NeuralDiff:
     """The plain baseline: of all int8 changes from `grids` to `target`, keep the largest (in
     float magnitude) whose sparse records fit the budget."""
-    record_budget = budget_bytes - blob_overhead(list(file_names))
+    records_fit = record_budget(budget_bytes, list(file_names))
     change = {g.key: (t.values - g.values) for g, t in zip(grids, target)}
     magnitude = {g.key: np.abs(change[g.key]) * g.scales[:, None].astype(np.float64) for g in grids}
-    masks, _ = _prune_to_budget(grids, magnitude, max(0, record_budget))
+    masks, _ = _prune_to_budget(grids, magnitude, max(0, records_fit))
     regions = []
     for grid in grids:
         mask = masks[grid.key] & (change[grid.key] != 0)

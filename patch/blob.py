@@ -18,10 +18,12 @@ from amc.common.errors import InputError
 from amc.patch.keys import DEV_SEED, crypto, public_of_seed
 
 MAGIC = b"AMCP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                             # 1 (no chunk links) is refused: see docs/patch-format.md
 HEADER = struct.Struct("<4sHHQIHHII")          # 32 bytes
 RECORD_HEADER = struct.Struct("<BBBBIII")      # 16 bytes
-HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE = 32, 16, 96
+HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, LINK_SIZE = 32, 16, 96, 32
+CHUNK_MIN, CHUNK_MAX = 64, 32768
+DEFAULT_CHUNK = 1024                           # 3% of links; the device buffers a chunk + link
 MAX_FILES = 4
 NAME_MAX = 64
 MAX_BLOB_BYTES = 0x7FFFFFFF
@@ -87,8 +89,9 @@ class PatchBlob:
     version: int
     files: tuple[PatchFile, ...]
     records: tuple[Record, ...]
-    digest: bytes
+    digest: bytes                # the root digest: sha256 of the first chunk, what is signed
     signature: bytes
+    chunk_size: int = DEFAULT_CHUNK
 
 
 # ---- the bucket hash (bit-exact with amc_hash_mix32 / amc_hash_index in C) ----------------
@@ -254,20 +257,92 @@ def _encode_files(files: list[PatchFile]) -> bytes:
 
 
 def write_blob(files: list[PatchFile], records: list[Record], version: int,
-               signing_key: bytes | None) -> bytes:
-    """Encode, digest and sign a blob. `signing_key` is the 32-byte Ed25519 seed; None leaves the
-    signature empty (64 zero bytes) for a signer elsewhere (`signing_digest`, `with_signature`)."""
+               signing_key: bytes | None, chunk_size: int = DEFAULT_CHUNK) -> bytes:
+    """Encode, chain and sign a blob. `signing_key` is the 32-byte Ed25519 seed; None leaves the
+    signature empty (64 zero bytes) for a signer elsewhere (`signing_digest`, `with_signature`).
+    `chunk_size`: the content bytes between links; a device needs chunk_size + 32 bytes of RAM."""
     if not 0 < version < 1 << 64:
         raise InputError(f"model version {version} must be a positive 64-bit integer")
     _check_order(records)
     body = _encode_files(files) + b"".join(encode_record(r, files) for r in records)
-    length = HEADER_SIZE + len(body) + TRAILER_SIZE
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, 0, version, HEADER_SIZE + len(body), len(files), 0,
+                         len(records), chunk_size)
+    return seal(header + body, signing_key, chunk_size)
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not CHUNK_MIN <= chunk_size <= CHUNK_MAX or chunk_size & (chunk_size - 1):
+        raise InputError(f"chunk size {chunk_size} must be a power of two from {CHUNK_MIN} to {CHUNK_MAX}")
+
+
+def seal(content: bytes, signing_key: bytes | None, chunk_size: int) -> bytes:
+    """Cut the content (header, file table, records) into chunks of `chunk_size` bytes, end each
+    but the last with the sha256 of the next (its link), and append the root digest (the first
+    chunk's sha256) and its signature. Works backwards, so a device can check forwards."""
+    _check_chunk_size(chunk_size)
+    pieces = [content[i:i + chunk_size] for i in range(0, len(content), chunk_size)] or [b""]
+    link = b""
+    chunks = []
+    for piece in reversed(pieces):
+        chunk = piece + link
+        chunks.append(chunk)
+        link = hashlib.sha256(chunk).digest()
+    length = len(content) + LINK_SIZE * (len(pieces) - 1) + TRAILER_SIZE
     if length > MAX_BLOB_BYTES:
         raise InputError(f"blob of {length} bytes exceeds the format's {MAX_BLOB_BYTES}")
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, 0, version, length, len(files), 0, len(records), 0)
-    digest = hashlib.sha256(header + body).digest()
-    signature = sign_digest(signing_key, digest) if signing_key is not None else UNSIGNED
-    return header + body + digest + signature
+    signature = sign_digest(signing_key, link) if signing_key is not None else UNSIGNED
+    return b"".join(reversed(chunks)) + link + signature
+
+
+def sealed_size(content_length: int, chunk_size: int = DEFAULT_CHUNK) -> int:
+    """Bytes of the blob that carries `content_length` bytes of content."""
+    chunks = max(1, -(-content_length // chunk_size))
+    return content_length + LINK_SIZE * (chunks - 1) + TRAILER_SIZE
+
+
+def content_budget(blob_bytes: int, chunk_size: int = DEFAULT_CHUNK) -> int:
+    """The most content a blob of at most `blob_bytes` bytes can carry (links and trailer aside)."""
+    chunks = max(1, -(-(blob_bytes - TRAILER_SIZE + LINK_SIZE) // (chunk_size + LINK_SIZE)))
+    return max(min(n * chunk_size, blob_bytes - TRAILER_SIZE - LINK_SIZE * (n - 1))
+               for n in (chunks - 1, chunks) if n >= 1)
+
+
+def unseal(data: bytes) -> tuple[bytes, bytes, int]:
+    """The content of a blob, its root digest and its chunk size, after checking every link and
+    the root in the trailer (the signature is the caller's to check). Raises InputError."""
+    data = bytes(data)
+    if len(data) < HEADER_SIZE + TRAILER_SIZE:
+        raise InputError(f"blob of {len(data)} bytes is shorter than header and trailer")
+    magic, fmt = data[:4], struct.unpack_from("<H", data, 4)[0]
+    if magic != MAGIC:
+        raise InputError("not an amc patch blob (bad magic)")
+    if fmt != FORMAT_VERSION:
+        raise InputError(f"blob format version {fmt} is not supported (this amc reads {FORMAT_VERSION}; "
+                         "make the blob again with this amc)")
+    (length,) = struct.unpack_from("<I", data, 16)
+    (chunk_size,) = struct.unpack_from("<I", data, 28)
+    _check_chunk_size(chunk_size)
+    if length < HEADER_SIZE:
+        raise InputError(f"blob content length {length} is shorter than its header")
+    count = -(-length // chunk_size)
+    if len(data) != length + LINK_SIZE * (count - 1) + TRAILER_SIZE:
+        raise InputError(f"blob of {len(data)} bytes does not match its content length {length} "
+                         f"in chunks of {chunk_size} (truncated or extended)")
+    content, expected, pos = bytearray(), None, 0
+    root = None
+    for i in range(count):
+        size = min(chunk_size, length - i * chunk_size)
+        chunk = data[pos:pos + size + (LINK_SIZE if i < count - 1 else 0)]
+        digest = hashlib.sha256(chunk).digest()
+        if expected is not None and digest != expected:
+            raise InputError(f"blob chunk {i} does not match the link before it (corrupted)")
+        root = root or digest
+        content += chunk[:size]
+        expected = chunk[size:]
+        pos += len(chunk)
+    if data[pos:pos + 32] != root:
+        raise InputError("blob integrity digest mismatch (corrupted or truncated)")
+    return bytes(content), root, chunk_size
 
 
 UNSIGNED = bytes(64)
@@ -311,29 +386,17 @@ class _Cursor:
 def read_blob(data: bytes, public: bytes | None = None) -> PatchBlob:
     """Parse and check a blob: every length against its bounds, the digest, and the signature
     when `public` (a 32-byte Ed25519 public key) is given. Raises InputError on any fault."""
-    data = bytes(data)
-    if len(data) < HEADER_SIZE + TRAILER_SIZE:
-        raise InputError(f"blob of {len(data)} bytes is shorter than header and trailer")
-    magic, fmt, flags, version, length, nfiles, reserved16, nrecords, reserved = \
-        HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise InputError("not an amc patch blob (bad magic)")
-    if fmt != FORMAT_VERSION:
-        raise InputError(f"blob format version {fmt} is not supported (this amc reads {FORMAT_VERSION})")
-    if flags or reserved or reserved16:
-        raise InputError("blob has unknown flags or non-zero reserved fields")
-    if length != len(data):
-        raise InputError(f"blob says it is {length} bytes long but has {len(data)}")
-    if not 1 <= nfiles <= MAX_FILES:
-        raise InputError(f"blob targets {nfiles} files; the format allows 1 to {MAX_FILES}")
-    body_end = length - TRAILER_SIZE
-    digest = hashlib.sha256(data[:body_end]).digest()
-    if digest != data[body_end:body_end + 32]:
-        raise InputError("blob integrity digest mismatch (corrupted or truncated)")
-    signature = data[body_end + 32:]
+    content, digest, chunk_size = unseal(data)
+    signature = bytes(data[-64:])
     if public is not None and not verify_signature(public, digest, signature):
         raise InputError("blob signature does not verify with the given key")
-    cur = _Cursor(data, body_end)
+    _, _, flags, version, length, nfiles, reserved16, nrecords, _ = HEADER.unpack_from(content)
+    if flags or reserved16:
+        raise InputError("blob has unknown flags or non-zero reserved fields")
+    if not 1 <= nfiles <= MAX_FILES:
+        raise InputError(f"blob targets {nfiles} files; the format allows 1 to {MAX_FILES}")
+    body_end = length
+    cur = _Cursor(content, body_end)
     cur.pos = HEADER_SIZE
     files = []
     for _ in range(nfiles):
@@ -349,7 +412,7 @@ def read_blob(data: bytes, public: bytes | None = None) -> PatchBlob:
     if cur.pos != body_end:
         raise InputError(f"{body_end - cur.pos} unexpected bytes before the digest")
     _check_order(records)
-    return PatchBlob(version, tuple(files), tuple(records), digest, signature)
+    return PatchBlob(version, tuple(files), tuple(records), digest, signature, chunk_size)
 
 
 def _read_record(cur: _Cursor, files: list[PatchFile]) -> Record:
@@ -451,7 +514,7 @@ def apply_blob(blob: PatchBlob | bytes, base: dict[str, bytes],
 
 
 def make_blob(base: dict[str, bytes], records: list[Record], version: int,
-              signing_key: bytes | None) -> tuple[bytes, dict[str, bytes]]:
+              signing_key: bytes | None, chunk_size: int = DEFAULT_CHUNK) -> tuple[bytes, dict[str, bytes]]:
     """Build a blob from base files and records: computes the result files and their sha256.
     Records name files by their index in `base`'s order. Returns (blob, new files)."""
     names = list(base)
@@ -463,7 +526,7 @@ def make_blob(base: dict[str, bytes], records: list[Record], version: int,
     apply_records(contents, records)
     files = [PatchFile(name, len(base[name]), hashlib.sha256(base[name]).digest(),
                        hashlib.sha256(data).digest()) for name, data in zip(names, contents)]
-    blob = write_blob(files, records, version, signing_key)
+    blob = write_blob(files, records, version, signing_key, chunk_size)
     return blob, {name: bytes(data) for name, data in zip(names, contents)}
 
 

@@ -37,7 +37,7 @@ def summarize_blob(data: bytes, keyring: dict[str, bytes] | None = None) -> dict
         signature["valid"] = False
     return {
         "kind": "patch-blob", "bytes": len(data), "format_version": pb.FORMAT_VERSION,
-        "model_version": parsed.version, "digest": parsed.digest.hex(),
+        "model_version": parsed.version, "digest": parsed.digest.hex(), "chunk_size": parsed.chunk_size,
         "files": [{"name": f.name, "size": f.size, "base_sha256": f.base_sha256.hex(),
                    "result_sha256": f.new_sha256.hex()} for f in files],
         "records": kinds, "payload_bytes": payload, "payload_share": round(payload / len(data), 4),

@@ -4,7 +4,8 @@
 runs `amc-patch apply` on the bundle (the blob's file names are paths relative to it), and then
 updates the sha256 entries of `manifest.json` when the manifest has a "graphs" map whose
 entries name those files. The journal (backup pages, progress record with the installed
-version) stays in BUNDLE/.amc-patch/.
+version) stays in BUNDLE/.amc-patch/; `counter=FILE`, outside the bundle, keeps the installed
+version where wiping the journal cannot reset it (`amc-patch --counter`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ RUNTIME_ERRORS = {
     5: "integrity digest mismatch", 6: "signature rejected", 7: "not the base of this blob",
     8: "version not newer than the installed one", 9: "buffer too small", 10: "storage error",
     11: "result sha256 mismatch", 12: "another patch is half applied", 13: "rollback impossible",
-    14: "no patch in progress",
+    14: "no patch in progress", 15: "journal written with another page size or backup area",
 }
 
 
@@ -85,9 +86,11 @@ def run_cli(command: str, bundle: Path, blob_path: Path | None, public_key: byte
 
 
 def apply_patch(bundle: Path, blob_path: Path, public_key: bytes, report: Report = quiet,
-                page_size: int = 4096, backup_pages: int = 4) -> PatchResult:
+                page_size: int = 4096, backup_pages: int = 4, counter: Path | None = None) -> PatchResult:
     """Apply (or resume) `blob_path` to the bundle directory with the C runtime, then refresh
-    manifest.json's sha256 entries for the patched graphs."""
+    manifest.json's sha256 entries for the patched graphs. `counter`: the anti-rollback counter
+    file, outside the bundle. The names are checked here for a clear message first; amc-patch
+    checks them again (without following links) and is the authority."""
     bundle, blob_path = Path(bundle), Path(blob_path)
     if not bundle.is_dir():
         raise InputError(f"{bundle} is not a bundle directory")
@@ -101,8 +104,10 @@ def apply_patch(bundle: Path, blob_path: Path, public_key: bytes, report: Report
         if not path.is_file():
             raise InputError(f"blob targets '{name}', which is not in {bundle}")
     report("apply patch", 0, 1)
-    output = run_cli("apply", bundle, blob_path, public_key,
-                     ["--page-size", str(page_size), "--backup-pages", str(backup_pages)], report)
+    options = ["--page-size", str(page_size), "--backup-pages", str(backup_pages)]
+    if counter is not None:
+        options += ["--counter", str(counter)]
+    output = run_cli("apply", bundle, blob_path, public_key, options, report)
     report("apply patch", 1, 1)
     updated = update_manifest(bundle, names)
     return PatchResult(bundle, blob.version, names, updated, output)

@@ -14,7 +14,7 @@ import numpy as np
 from amc.patch import blob as pb
 
 # fixture pack case flags (device/runtime/tests/test_patch.c)
-F_POWERCUT, F_BADBLOB, F_SIG_TRUSTED, F_BYTE_WRITABLE = 1, 2, 4, 8
+F_POWERCUT, F_BADBLOB, F_SIG_TRUSTED, F_BYTE_WRITABLE, F_MISMATCH = 1, 2, 4, 8, 16
 
 
 @dataclass
@@ -29,10 +29,11 @@ class FixtureCase:
     expect_ok: bool = True
     min_version: int = 0
     bucket_buf_size: int = 0         # 0: the test's default (4096); at most its BUCKET_BYTES
+    chunk_buf_log2: int = 0          # chunk buffer of 2^k + 32 bytes; 0: the largest chunk's
     trusted: bytes | None = None     # digest + signature the trusted key made (default: the blob's)
 
     def encode(self) -> bytes:
-        out = bytearray(bytes([int(self.expect_ok), len(self.base), self.flags, 0]))
+        out = bytearray(bytes([int(self.expect_ok), len(self.base), self.flags, self.chunk_buf_log2]))
         out += struct.pack("<IIIiQ", self.page_size, self.backup_pages, self.bucket_buf_size,
                            self.expect_error, self.min_version)
         for base, new in zip(self.base, self.new):
@@ -88,8 +89,12 @@ def random_records(rng: np.random.Generator, sizes: list[int], kinds: tuple[str,
     return records
 
 
+CHUNK_SIZES = (64, 128, 256, 1024, 4096)
+
+
 def random_case(rng: np.random.Generator, kinds: tuple[str, ...], key: bytes,
-                max_size: int = 6000, nfiles: int | None = None) -> FixtureCase:
+                max_size: int = 6000, nfiles: int | None = None,
+                chunk_size: int | None = None) -> FixtureCase:
     nfiles = nfiles or int(rng.integers(1, 4))
     sizes = [int(rng.integers(200, max_size)) for _ in range(nfiles)]
     base = {GRAPH_NAMES[i]: rng.bytes(sizes[i]) for i in range(nfiles)}
@@ -97,7 +102,8 @@ def random_case(rng: np.random.Generator, kinds: tuple[str, ...], key: bytes,
     while not records:
         records = random_records(rng, sizes, kinds)
     version = int(rng.integers(1, 1000))
-    blob, new = pb.make_blob(base, records, version, key)
+    chunk_size = chunk_size or int(rng.choice(CHUNK_SIZES))
+    blob, new = pb.make_blob(base, records, version, key, chunk_size)
     page = int(rng.choice([64, 128, 256, 512, 1024]))
     flags = F_SIG_TRUSTED | (F_BYTE_WRITABLE if rng.random() < 0.25 else 0)
     return FixtureCase(list(base.values()), list(new.values()), blob, page_size=page,
@@ -105,19 +111,20 @@ def random_case(rng: np.random.Generator, kinds: tuple[str, ...], key: bytes,
                        min_version=version - 1 if rng.random() < 0.5 else 0)
 
 
-def _resign(unsigned: bytes, key: bytes) -> bytes:
-    """Digest and sign a hand-made header+body (for malformed-but-signed blobs)."""
-    digest = hashlib.sha256(unsigned).digest()
-    return unsigned + digest + pb.sign_digest(key, digest)
+def _resign(content: bytes, key: bytes, chunk_size: int | None = None) -> bytes:
+    """Chain and sign hand-made content (header, file table, records: malformed but signed), in
+    the chunk size its header names unless told another."""
+    return pb.seal(content, key, chunk_size or struct.unpack_from("<I", content, 28)[0])
 
 
 def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> list[FixtureCase]:
     """Blobs a device must refuse, each with the error it must give, storage unchanged."""
     E = {"FORMAT": 2, "BOUNDS": 3, "TRUNCATED": 4, "DIGEST": 5, "SIGNATURE": 6, "BASE": 7,
          "VERSION": 8, "NOMEM": 9, "IO": 10}
-    good = random_case(rng, ("sparse", "hash", "raw"), key, max_size=max_size, nfiles=2)
+    # chunks of 64 bytes, so that a header naming another length still fills the first chunk
+    good = random_case(rng, ("sparse", "hash", "raw"), key, max_size=max_size, nfiles=2, chunk_size=64)
     parsed = pb.read_blob(good.blob)
-    body = bytearray(good.blob[:-pb.TRAILER_SIZE])
+    body = bytearray(pb.unseal(good.blob)[0])
     first_record = pb.HEADER_SIZE + sum(1 + len(f.name) + 68 for f in parsed.files)
     cases = []
 
@@ -130,7 +137,7 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
     def mutated(offset: int, fmt: str, value: int) -> bytes:
         b = bytearray(body)
         struct.pack_into(fmt, b, offset, value)
-        return _resign(bytes(b), key)
+        return _resign(bytes(b), key, 64)
 
     wrong_base = [bytearray(b) for b in good.base]
     wrong_base[1][len(wrong_base[1]) // 2] ^= 0x40
@@ -142,10 +149,18 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
     case(good.blob[:-1], "TRUNCATED")
     case(good.blob + b"\0", "FORMAT", trusted=good.blob[-pb.TRAILER_SIZE:])
     case(good.blob[:40] + bytes([good.blob[40] ^ 1]) + good.blob[41:], "DIGEST")
+    link = 64 + 5                                                    # a byte of the first link
+    case(good.blob[:link] + bytes([good.blob[link] ^ 1]) + good.blob[link + 1:], "DIGEST")
+    case(_v1_blob(body, key), "FORMAT")                              # format version 1: refused
+    case(mutated(28, "<I", 96), "FORMAT")                            # chunk size not a power of two
+    case(mutated(28, "<I", 32), "FORMAT")                            # chunk size below 64
+    wide = bytearray(body)
+    struct.pack_into("<I", wide, 28, 128)
+    case(_resign(bytes(wide), key), "NOMEM", chunk_buf_log2=6)        # no room for a chunk
     case(_resign(b"AMCX" + bytes(body[4:]), key), "FORMAT")         # magic
-    case(mutated(4, "<H", 2), "FORMAT")                              # format version
+    case(mutated(4, "<H", 3), "FORMAT")                              # format version
     case(mutated(6, "<H", 1), "FORMAT")                              # unknown flag
-    case(mutated(16, "<I", 0xFFFFFF00), "BOUNDS")                    # blob length
+    case(mutated(16, "<I", 0xFFFFFF00), "BOUNDS")                    # content length
     case(mutated(20, "<H", 5), "BOUNDS")                             # file count
     case(mutated(24, "<I", 0xFFFFFFFF), "BOUNDS")                    # record count: runs into the digest
     case(mutated(pb.HEADER_SIZE, "<B", 0), "BOUNDS")                 # empty file name
@@ -160,22 +175,22 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
     case(mutated(rh + 2, "<B", 3), "FORMAT")                         # element size
     # a hash record whose buckets do not fit the device's bucket buffer
     hashed = {GRAPH_NAMES[0]: rng.bytes(2048)}
-    blob, _ = pb.make_blob(hashed, [pb.HashRecord(0, 0, 2048, 1, 5, tuple(range(100)))], 3, key)
+    blob, _ = pb.make_blob(hashed, [pb.HashRecord(0, 0, 2048, 1, 5, tuple(range(100)))], 3, key, 64)
     cases.append(FixtureCase(list(hashed.values()), list(hashed.values()), blob, expect_ok=False,
                              expect_error=-E["NOMEM"], bucket_buf_size=64))
     # sparse count larger than the region, and records out of order
     sparse = {GRAPH_NAMES[0]: rng.bytes(1024)}
     blob, _ = pb.make_blob(sparse, [pb.SparseRecord(0, 0, 64, 1, (1, 2), (5, 6))], 3, key)
-    b = bytearray(blob[:-pb.TRAILER_SIZE])
+    b = bytearray(pb.unseal(blob)[0])
     rh = pb.HEADER_SIZE + 1 + len(GRAPH_NAMES[0]) + 68
     struct.pack_into("<I", b, rh + 16, 65)
     cases.append(FixtureCase(list(sparse.values()), list(sparse.values()), _resign(bytes(b), key),
                              expect_ok=False, expect_error=-E["BOUNDS"]))
     two = [pb.RawRecord(0, 100, b"ab"), pb.RawRecord(0, 10, b"cd")]
-    unsorted = bytearray(pb.write_blob([pb.PatchFile(GRAPH_NAMES[0], 1024, b"\0" * 32, b"\0" * 32)],
-                                       two[:1], 3, key)[:-pb.TRAILER_SIZE])
+    unsorted = bytearray(pb.unseal(pb.write_blob([pb.PatchFile(GRAPH_NAMES[0], 1024, b"\0" * 32, b"\0" * 32)],
+                                                 two[:1], 3, key))[0])
     struct.pack_into("<I", unsorted, 24, 2)
-    struct.pack_into("<I", unsorted, 16, len(unsorted) + 18 + pb.TRAILER_SIZE)
+    struct.pack_into("<I", unsorted, 16, len(unsorted) + 18)
     unsorted += pb.RECORD_HEADER.pack(3, 0, 1, 0, 10, 2, 2) + b"cd"
     base0 = sparse[GRAPH_NAMES[0]]
     struct.pack_into("32s", unsorted, pb.HEADER_SIZE + 1 + len(GRAPH_NAMES[0]) + 4,
@@ -186,6 +201,16 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
         if c.expect_error != -E["SIGNATURE"]:
             c.flags |= F_SIG_TRUSTED
     return cases
+
+
+def _v1_blob(content: bytes, key: bytes) -> bytes:
+    """The same content in format version 1: no chunk links, one digest over it all."""
+    v1 = bytearray(content)
+    struct.pack_into("<H", v1, 4, 1)
+    struct.pack_into("<I", v1, 16, len(v1) + pb.TRAILER_SIZE)
+    struct.pack_into("<I", v1, 28, 0)
+    digest = hashlib.sha256(v1).digest()
+    return bytes(v1) + digest + pb.sign_digest(key, digest)
 
 
 def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int = 300,
@@ -207,7 +232,7 @@ def write_fixture_packs(out_dir: Path, seed: int = 2026, crosscheck_cases: int =
              (("sparse", "hash", "raw"), 1024, 2, 0), (("hash",), 256, 8, F_BYTE_WRITABLE)]):
         case = random_case(rng, kinds_i, key, max_size=min(3000, max_size), nfiles=1 + i % 3)
         case.page_size, case.backup_pages = page, backup
-        case.flags = F_SIG_TRUSTED | F_POWERCUT | writable
+        case.flags = F_SIG_TRUSTED | F_POWERCUT | F_MISMATCH | writable
         power.append(case)
     small = {GRAPH_NAMES[0]: rng.bytes(700), GRAPH_NAMES[1]: rng.bytes(300)}
     blob, new = pb.make_blob(small, [pb.SparseRecord(0, 64, 256, 1, (3, 40, 41, 200), (1, 2, 3, -4)),

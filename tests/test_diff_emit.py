@@ -24,11 +24,11 @@ from amc.model.neural_diff import (
     DiffSettings,
     NeuralDiff,
     RegionDiff,
-    blob_overhead,
     estimate_grids,
     grids_sha256,
     is_diff_file,
     load_diff,
+    record_budget,
     train_diff,
 )
 from amc.patch import blob as pb
@@ -187,7 +187,7 @@ def test_trained_sparse_diff_fits_its_budget(base, tmp_path, tiny_model):
     names = ("fast.pte", "slow.pte", "arbitrator.pte")
     diff = train_diff(tiny_model, grids, data, DiffSettings("sparse", budget, epochs=3, batch_size=12,
                                                             learning_rate=0.5, file_names=names))
-    assert diff.info["record_bytes"] <= budget - blob_overhead(list(names))
+    assert diff.info["record_bytes"] <= record_budget(budget, list(names))
     diff.save(tmp_path / "t.amcd")
     assert load_diff(tmp_path / "t.amcd").changed_elements() == diff.changed_elements() > 0
     assert (tmp_path / "t.amcd").stat().st_mode & 0o777 == 0o666 & ~current_umask()

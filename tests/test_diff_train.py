@@ -15,13 +15,13 @@ from amc.model.neural_diff import (
     DiffSettings,
     NeuralDiff,
     RegionDiff,
-    blob_overhead,
     deployed_model,
     estimate_grids,
     grids_sha256,
     hash_allocation,
     largest_changes,
     quantize_on,
+    record_budget,
     sparse_record_bytes,
     train_diff,
 )
@@ -66,13 +66,13 @@ def test_sparse_and_hash_training_meet_the_budget(tiny_model):
     grids = estimate_grids(tiny_model)
     data = random_features(16, seed=5)
     budget = 1200
-    record_budget = budget - blob_overhead(list(NAMES))
+    records_fit = record_budget(budget, list(NAMES))
     for method in ("sparse", "hash"):
         settings = DiffSettings(method, budget, epochs=2, batch_size=4, learning_rate=0.5, file_names=NAMES)
         diff = train_diff(tiny_model, grids, data, settings)
-        assert 0 < diff.info["record_bytes"] <= record_budget
+        assert 0 < diff.info["record_bytes"] <= records_fit
         assert diff.base_sha256 == grids_sha256(grids)
-    assert sum(hash_allocation(grids, record_budget).values()) <= record_budget
+    assert sum(hash_allocation(grids, records_fit).values()) <= records_fit
 
 
 def test_sparse_training_cuts_to_the_budget_before_its_fine_tuning_epochs(tiny_model):
@@ -83,7 +83,7 @@ def test_sparse_training_cuts_to_the_budget_before_its_fine_tuning_epochs(tiny_m
     diff = train_diff(tiny_model, grids, random_features(16, seed=5), settings, log=entries.append)
     cuts = [e for e in entries if "target_bytes" in e]
     assert [e["epoch"] for e in entries] == [1, 2, 3, 4, 5] and [e["epoch"] for e in cuts] == [1, 2, 3]
-    assert cuts[-1]["target_bytes"] == 1200 - blob_overhead(list(NAMES))
+    assert cuts[-1]["target_bytes"] == record_budget(1200, list(NAMES))
     assert 0 < diff.info["record_bytes"] <= cuts[-1]["target_bytes"]
 
 

@@ -163,8 +163,9 @@ def test_boot_script_resumes_then_applies_the_pending_patch(tmp_path):
     (pending / "0002-other.amcp").write_bytes(stray)
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "device.pub").write_bytes(pb.public_key(key))
+    counter = tmp_path / "installed-version"
     env = dict(os.environ, AMC_MODEL_DIR=str(model), AMC_PENDING_DIR=str(pending),
-               AMC_KEYRING=str(tmp_path / "keys"), AMC_PATCH=str(cli))
+               AMC_KEYRING=str(tmp_path / "keys"), AMC_COUNTER=str(counter), AMC_PATCH=str(cli))
     run = subprocess.run(["sh", str(BOOT / "amc-apply-pending")], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr          # one blob refused
     assert (pending / "applied" / "0001-update.amcp").exists()
@@ -172,6 +173,7 @@ def test_boot_script_resumes_then_applies_the_pending_patch(tmp_path):
     assert not list(pending.glob("*.amcp"))
     for name, data in new.items():
         assert (model / name).read_bytes() == data
+    assert counter.read_bytes()[:12] == b"AMCV" + (3).to_bytes(8, "little")   # the version it installed
     again = subprocess.run(["sh", str(BOOT / "amc-apply-pending")], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0                    # nothing pending: a quiet boot
 
@@ -192,7 +194,7 @@ def test_boot_script_refuses_with_no_trusted_key_and_leaves_the_blobs(tmp_path):
     blob, _ = pb.make_blob(base, [pb.RawRecord(0, 0, b"\x01")], 3, pb.example_signing_key())
     (pending / "0001-update.amcp").write_bytes(blob)
     env = dict(os.environ, AMC_MODEL_DIR=str(model), AMC_PENDING_DIR=str(pending), AMC_KEYRING=str(ring),
-               AMC_PATCH=str(host_cli()))
+               AMC_COUNTER=str(tmp_path / "installed-version"), AMC_PATCH=str(host_cli()))
     for attempt in ("empty", "bad key file"):
         run = subprocess.run(["sh", str(BOOT / "amc-apply-pending")], env=env, capture_output=True, text=True,
                              timeout=120)

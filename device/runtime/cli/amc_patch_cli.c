@@ -3,8 +3,8 @@
  * and libsodium's Ed25519.
  *
  *   amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB
- *             [--page-size N] [--backup-pages N] [--min-version V]
- *   amc-patch status --dir BUNDLE
+ *             [--counter FILE] [--page-size N] [--backup-pages N] [--min-version V]
+ *   amc-patch status --dir BUNDLE [--counter FILE]
  *
  * The trusted public keys form a keyring: `--key` names one file and may be repeated,
  * `--keyring DIR` adds every `*.pub` file in DIR (names starting with a dot are skipped); each
@@ -13,19 +13,26 @@
  * there: a symbolic link, a folder or a file of another size is refused, and so is a run with
  * no key at all. Rotating a key is adding the new one; removing a key revokes it.
  *
- * The blob's file names are paths relative to BUNDLE. The journal lives in BUNDLE/.amc-patch/
- * (backup pages and the two-slot progress record, which also keeps the installed version).
+ * The blob's file names are paths relative to BUNDLE, opened without following a symbolic link
+ * (in the bundle or its journal, a link is refused, never followed) and only when the core first
+ * touches them, after the signature verified. The journal lives in BUNDLE/.amc-patch/ (backup
+ * pages and the two-slot progress record, which also keeps the installed version), made on the
+ * first write of a patch: `verify` and `status` never make it.
+ * `--counter FILE` keeps the installed version also in FILE, outside BUNDLE (refused inside
+ * it), so a blob older than the last one installed stays refused after the journal is wiped; a
+ * missing FILE reads as 0, a corrupt one refuses every patch. `status` then prints it too.
  * `apply` resumes a half-applied patch of the same blob; `resume` does only that.
+ * Numbers are decimal: page size a power of two from 64 to 65536, backup pages at least 1 and
+ * at most 4 GiB in all, min version a u64.
  * Prints one `key=value` line on success; on failure `amc-patch: error: ...` on stderr and the
- * error code (AMC_E_...) as exit status; 64 for usage errors (a missing or bad key included),
- * 71 for system errors.
+ * error code (AMC_E_...) as exit status; 64 for usage errors (a missing or bad key, a bad number
+ * or counter path included), 71 for system errors.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,9 +50,10 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB\n"
-            "                 [--page-size N] [--backup-pages N] [--min-version V]\n"
+            "                 [--counter FILE] [--page-size N] [--backup-pages N] [--min-version V]\n"
+            "       amc-patch status --dir BUNDLE [--counter FILE]\n"
             "       --key may be repeated; --keyring adds every *.pub in DIR (32 raw bytes each)\n"
-            "       amc-patch status --dir BUNDLE\n");
+            "       --counter FILE: the installed version, kept outside BUNDLE (anti-rollback)\n");
     return EXIT_USAGE;
 }
 
@@ -55,10 +63,40 @@ static int fail(int rc)
     return rc < 0 ? -rc : rc;
 }
 
+/* A pass's failure: the port's own reason when a storage callback refused, else the core's. */
+static int patch_fail(int rc, const amc_posix_t *px)
+{
+    if (rc == -AMC_E_IO && px->error) {
+        fprintf(stderr, "amc-patch: error: %s\n", px->why);
+        return px->error;
+    }
+    return fail(rc);
+}
+
 static int sys_fail(const char *what)
 {
     fprintf(stderr, "amc-patch: error: %s: %s\n", what, strerror(errno));
     return EXIT_SYSTEM;
+}
+
+/* The decimal number `text` given to option `opt`, in [lo, hi]: digits only (no sign, base
+ * prefix or blank), no overflow. 0, or EXIT_USAGE after saying what is wrong. */
+static int parse_number(const char *opt, const char *text, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    const char *c;
+    uint64_t v = 0;
+    for (c = text; *c >= '0' && *c <= '9'; c++) {
+        unsigned digit = (unsigned)(*c - '0');
+        if (v > (UINT64_MAX - digit) / 10) break;
+        v = v * 10 + digit;
+    }
+    if (c == text || *c || v < lo || v > hi) {
+        fprintf(stderr, "amc-patch: error: %s %s: expected a whole number from %llu to %llu\n", opt, text,
+                (unsigned long long)lo, (unsigned long long)hi);
+        return EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
 }
 
 /* dst = a "/" b, or -1 when it does not fit */
@@ -140,166 +178,208 @@ static int load_keyring(amc_keyring_t *ring, const char *dir)
     return rc;
 }
 
-static int stream(amc_patch_t *p, const amc_config_t *cfg, int pass, FILE *blob)
+/* One pass over the blob: first `head`, the bytes whose file table named the files to the port
+ * (so the names used are those of the blob the core verifies), then the rest of the file. */
+static int stream(amc_patch_t *p, const amc_config_t *cfg, int pass, FILE *blob, const uint8_t *head,
+                  size_t head_len)
 {
     static uint8_t chunk[CHUNK];
     size_t n;
-    int rc = amc_patch_begin(p, cfg, pass);
-    rewind(blob);
+    int rc = amc_patch_begin(p, cfg, pass), frc;
+    if (rc == 0) rc = amc_patch_process(p, head, head_len);
+    if (rc == 0 && fseek(blob, (long)head_len, SEEK_SET) != 0) rc = -AMC_E_IO;
     while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, blob)) > 0)
         rc = amc_patch_process(p, chunk, n);
     if (rc == 0 && ferror(blob)) rc = -AMC_E_IO;
-    {
-        int frc = amc_patch_finish(p);
-        return rc ? rc : frc;
-    }
+    frc = amc_patch_finish(p);
+    return rc ? rc : frc;
 }
 
-int main(int argc, char **argv)
-{
-    const char *cmd, *dir = NULL, *blob_path = NULL;
+/* The options after the command. */
+typedef struct options {
+    const char *dir, *blob, *counter;
     const char *key_sources[AMC_CONFIG_MAX_KEYS];
     int key_is_ring[AMC_CONFIG_MAX_KEYS];
-    unsigned nsources = 0;
-    unsigned long page_size = 4096, backup_pages = 4;
-    unsigned long long min_version = 0;
-    char paths[AMC_CONFIG_MAX_FILES][4096], backup[4096], progress[4096], journal[4096];
-    const char *path_list[AMC_CONFIG_MAX_FILES];
-    uint8_t head[CHUNK];
-    static amc_keyring_t ring;
-    static uint8_t page_buf[1u << 16], buckets[1u << 16];
-    amc_file_info_t files[AMC_CONFIG_MAX_FILES];
-    amc_posix_t px;
-    amc_storage_t storage;
-    amc_config_t cfg;
-    amc_progress_t prog;
-    amc_patch_t p;
-    uint64_t version;
-    unsigned nfiles, i;
-    FILE *fp;
-    size_t n;
-    int rc, pass, a;
+    unsigned nsources;
+    uint64_t page_size, backup_pages, min_version;
+} options_t;
 
-    if (argc < 2) return usage();
-    cmd = argv[1];
+/* 0, or the exit status after saying what is wrong. */
+static int parse_options(options_t *o, int argc, char **argv)
+{
+    const char *page_size = NULL, *backup_pages = NULL;
+    int a, rc;
+    memset(o, 0, sizeof *o);
+    o->page_size = 4096;
+    o->backup_pages = 4;
     for (a = 2; a < argc; a++) {
         const char *opt = argv[a];
-        if (a + 1 < argc && strcmp(opt, "--dir") == 0) dir = argv[++a];
+        if (a + 1 < argc && strcmp(opt, "--dir") == 0) o->dir = argv[++a];
         else if (a + 1 < argc && (strcmp(opt, "--key") == 0 || strcmp(opt, "--keyring") == 0)) {
-            if (nsources == AMC_CONFIG_MAX_KEYS) {
+            if (o->nsources == AMC_CONFIG_MAX_KEYS) {
                 fprintf(stderr, "amc-patch: error: more than %u --key/--keyring options\n",
                         (unsigned)AMC_CONFIG_MAX_KEYS);
                 return EXIT_USAGE;
             }
-            key_is_ring[nsources] = strcmp(opt, "--keyring") == 0;
-            key_sources[nsources++] = argv[++a];
+            o->key_is_ring[o->nsources] = strcmp(opt, "--keyring") == 0;
+            o->key_sources[o->nsources++] = argv[++a];
         }
-        else if (a + 1 < argc && strcmp(opt, "--page-size") == 0) page_size = strtoul(argv[++a], NULL, 0);
-        else if (a + 1 < argc && strcmp(opt, "--backup-pages") == 0) backup_pages = strtoul(argv[++a], NULL, 0);
-        else if (a + 1 < argc && strcmp(opt, "--min-version") == 0) min_version = strtoull(argv[++a], NULL, 0);
-        else if (opt[0] != '-' && !blob_path) blob_path = opt;
+        else if (a + 1 < argc && strcmp(opt, "--counter") == 0) o->counter = argv[++a];
+        else if (a + 1 < argc && strcmp(opt, "--page-size") == 0) page_size = argv[++a];
+        else if (a + 1 < argc && strcmp(opt, "--backup-pages") == 0) backup_pages = argv[++a];
+        else if (a + 1 < argc && strcmp(opt, "--min-version") == 0) {
+            if ((rc = parse_number(opt, argv[++a], 0, UINT64_MAX, &o->min_version)) != 0) return rc;
+        }
+        else if (opt[0] != '-' && !o->blob) o->blob = opt;
         else return usage();
     }
-    if (!dir || page_size < 64 || page_size > sizeof page_buf || (page_size & (page_size - 1)) ||
-        backup_pages == 0)
-        return usage();
-    if (join(journal, sizeof journal, dir, ".amc-patch") || join(backup, sizeof backup, journal, "backup") ||
-        join(progress, sizeof progress, journal, "progress"))
-        return usage();
-    if (mkdir(journal, 0755) != 0 && errno != EEXIST) return sys_fail(journal);
-
-    memset(&cfg, 0, sizeof cfg);
-    cfg.storage = &storage;
-    cfg.verify = amc_verify_ed25519_keyring;
-    cfg.verify_ctx = &ring;
-    cfg.page_buf = page_buf;
-    cfg.bucket_buf = buckets;
-    cfg.bucket_buf_size = sizeof buckets;
-    cfg.min_version = min_version;
-
-    if (strcmp(cmd, "status") == 0) {
-        if (amc_posix_open(&px, NULL, 0, backup, progress) != 0) return sys_fail(journal);
-        amc_posix_storage(&px, &storage, (uint32_t)page_size, (uint32_t)backup_pages);
-        rc = amc_patch_status(&cfg, &prog);
-        amc_posix_close(&px);
-        if (rc) return fail(rc);
-        printf("state=%s installed_version=%llu done_pages=%lu\n",
-               state_names[prog.state & 3], (unsigned long long)prog.installed_version,
-               (unsigned long)prog.done_pages);
-        return 0;
-    }
-    if (strcmp(cmd, "apply") == 0 || strcmp(cmd, "resume") == 0) pass = AMC_PASS_APPLY;
-    else if (strcmp(cmd, "rollback") == 0) pass = AMC_PASS_ROLLBACK;
-    else if (strcmp(cmd, "verify") == 0) pass = AMC_PASS_VERIFY;
-    else return usage();
-    if (!blob_path) return usage();
-
-    for (i = 0; i < nsources; i++) {
-        rc = key_is_ring[i] ? load_keyring(&ring, key_sources[i]) : load_key(&ring, key_sources[i]);
-        if (rc) return rc;
-    }
-    if (ring.count == 0) {
-        if (nsources == 0)
-            fprintf(stderr, "amc-patch: error: no trusted public key: give --key KEY.pub (repeatable) "
-                            "or --keyring DIR\n");
-        for (i = 0; i < nsources; i++)      /* only keyrings, all of them empty */
-            fprintf(stderr, "amc-patch: error: no trusted keys in %s (no *.pub file): refusing to verify\n",
-                    key_sources[i]);
+    if (!o->dir) return usage();
+    if (page_size && (rc = parse_number("--page-size", page_size, 64, 65536, &o->page_size)) != 0) return rc;
+    if (o->page_size & (o->page_size - 1)) {
+        fprintf(stderr, "amc-patch: error: --page-size %s: expected a power of two from 64 to 65536\n", page_size);
         return EXIT_USAGE;
     }
-    if (!(fp = fopen(blob_path, "rb"))) return sys_fail(blob_path);
+    if (backup_pages &&
+        (rc = parse_number("--backup-pages", backup_pages, 1, UINT32_MAX, &o->backup_pages)) != 0)
+        return rc;
+    if (o->backup_pages * o->page_size > (uint64_t)1 << 32) {      /* both below 2^32: no overflow */
+        fprintf(stderr, "amc-patch: error: --backup-pages %llu: %llu pages of %llu bytes are over the 4 GiB "
+                "a backup area may hold\n", (unsigned long long)o->backup_pages,
+                (unsigned long long)o->backup_pages, (unsigned long long)o->page_size);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* The keyring from --key and --keyring; 0, or the exit status after saying what is wrong. */
+static int load_keys(amc_keyring_t *ring, const options_t *o)
+{
+    unsigned i;
+    int rc;
+    for (i = 0; i < o->nsources; i++) {
+        rc = o->key_is_ring[i] ? load_keyring(ring, o->key_sources[i]) : load_key(ring, o->key_sources[i]);
+        if (rc) return rc;
+    }
+    if (ring->count) return 0;
+    if (o->nsources == 0)
+        fprintf(stderr, "amc-patch: error: no trusted public key: give --key KEY.pub (repeatable) "
+                        "or --keyring DIR\n");
+    for (i = 0; i < o->nsources; i++)      /* only keyrings, all of them empty */
+        fprintf(stderr, "amc-patch: error: no trusted keys in %s (no *.pub file): refusing to verify\n",
+                o->key_sources[i]);
+    return EXIT_USAGE;
+}
+
+static int status(amc_posix_t *px, const amc_config_t *cfg, const options_t *o)
+{
+    const amc_storage_t *st = cfg->storage;
+    amc_progress_t prog;
+    uint64_t counter;
+    int rc = amc_patch_status(cfg, &prog);
+    if (rc) return patch_fail(rc, px);
+    if (o->counter && st->counter_read(st->ctx, &counter) != 0) return patch_fail(-AMC_E_IO, px);
+    printf("state=%s installed_version=%llu done_pages=%lu", state_names[prog.state & 3],
+           (unsigned long long)prog.installed_version, (unsigned long)prog.done_pages);
+    if (o->counter) printf(" counter=%llu", (unsigned long long)counter);
+    printf("\n");
+    return 0;
+}
+
+/* verify, apply, resume or rollback the blob; the files are opened by the port as the core
+ * touches them */
+static int patch(const char *cmd, int pass, amc_posix_t *px, const amc_config_t *cfg, const options_t *o)
+{
+    static uint8_t head[CHUNK];
+    static amc_patch_t p;
+    amc_file_info_t files[AMC_CONFIG_MAX_FILES];
+    amc_progress_t prog;
+    uint64_t version;
+    unsigned nfiles;
+    size_t n;
+    FILE *fp;
+    int rc;
+
+    if (!(fp = fopen(o->blob, "rb"))) return sys_fail(o->blob);
     n = fread(head, 1, sizeof head, fp);
+    if (ferror(fp)) {
+        fclose(fp);
+        return sys_fail(o->blob);
+    }
     if ((rc = amc_blob_info(head, n, &version, &nfiles, files)) != 0) {
         fclose(fp);
         return fail(rc);
     }
-    for (i = 0; i < nfiles; i++) {
-        struct stat sb;
-        if (strstr(files[i].name, "..") || files[i].name[0] == '/') {
-            fclose(fp);
-            fprintf(stderr, "amc-patch: error: blob names a file outside the bundle: %s\n", files[i].name);
-            return AMC_E_FORMAT;
-        }
-        if (join(paths[i], sizeof paths[i], dir, files[i].name)) {
-            fclose(fp);
-            return usage();
-        }
-        path_list[i] = paths[i];
-        if (stat(paths[i], &sb) != 0) {
-            fclose(fp);
-            return sys_fail(paths[i]);
-        }
-        if ((unsigned long long)sb.st_size != files[i].size) {
-            fclose(fp);
-            fprintf(stderr, "amc-patch: error: %s is %lld bytes, the blob expects %lu\n", paths[i],
-                    (long long)sb.st_size, (unsigned long)files[i].size);
-            return AMC_E_BASE;
-        }
-    }
-    if (amc_posix_open(&px, path_list, nfiles, backup, progress) != 0) {
-        fclose(fp);
-        return sys_fail(dir);
-    }
-    amc_posix_storage(&px, &storage, (uint32_t)page_size, (uint32_t)backup_pages);
-
+    amc_posix_files(px, files, nfiles);      /* nfiles <= AMC_CONFIG_MAX_FILES: it cannot fail */
     if (strcmp(cmd, "resume") == 0 || pass == AMC_PASS_ROLLBACK) {
-        if ((rc = amc_patch_status(&cfg, &prog)) == 0 && prog.state != AMC_STATE_APPLYING &&
-            prog.state != AMC_STATE_ROLLING_BACK) {
-            amc_posix_close(&px);
+        if ((rc = amc_patch_status(cfg, &prog)) != 0) {
+            fclose(fp);
+            return patch_fail(rc, px);
+        }
+        if (prog.state != AMC_STATE_APPLYING && prog.state != AMC_STATE_ROLLING_BACK) {
             fclose(fp);
             if (pass == AMC_PASS_ROLLBACK) return fail(-AMC_E_STATE);
             printf("status=idle installed_version=%llu\n", (unsigned long long)prog.installed_version);
             return 0;
         }
     }
-    rc = stream(&p, &cfg, AMC_PASS_VERIFY, fp);
-    if (rc == 0 && pass != AMC_PASS_VERIFY) rc = stream(&p, &cfg, pass, fp);
+    rc = stream(&p, cfg, AMC_PASS_VERIFY, fp, head, n);
+    if (rc == 0 && pass != AMC_PASS_VERIFY) rc = stream(&p, cfg, pass, fp, head, n);
     fclose(fp);
-    amc_posix_close(&px);
-    if (rc) return fail(rc);
-    if (pass != AMC_PASS_VERIFY) unlink(backup);
+    if (rc) return patch_fail(rc, px);
+    if (pass != AMC_PASS_VERIFY && amc_posix_remove_backup(px) != 0)    /* done all the same */
+        fprintf(stderr, "amc-patch: warning: %s\n", px->why);
     printf("status=%s version=%llu files=%u writes=%lu fsyncs=%lu\n",
            pass == AMC_PASS_VERIFY ? "verified" : pass == AMC_PASS_APPLY ? "applied" : "rolled-back",
-           (unsigned long long)version, nfiles, (unsigned long)px.writes, (unsigned long)px.fsyncs);
+           (unsigned long long)version, nfiles, (unsigned long)px->writes, (unsigned long)px->fsyncs);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static uint8_t page_buf[1u << 16], chunk_buf[AMC_CHUNK_MAX + AMC_LINK_SIZE], buckets[1u << 16];
+    static amc_keyring_t ring;
+    const char *cmd;
+    options_t o;
+    amc_posix_t px;
+    amc_storage_t storage;
+    amc_config_t cfg;
+    int rc, pass = -1;
+
+    if (argc < 2) return usage();
+    cmd = argv[1];
+    if (strcmp(cmd, "apply") == 0 || strcmp(cmd, "resume") == 0) pass = AMC_PASS_APPLY;
+    else if (strcmp(cmd, "rollback") == 0) pass = AMC_PASS_ROLLBACK;
+    else if (strcmp(cmd, "verify") == 0) pass = AMC_PASS_VERIFY;
+    else if (strcmp(cmd, "status") != 0) return usage();
+    if ((rc = parse_options(&o, argc, argv)) != 0) return rc;
+    if (pass >= 0) {
+        if (!o.blob) return usage();
+        if ((rc = load_keys(&ring, &o)) != 0) return rc;
+    }
+
+    if (amc_posix_open(&px, o.dir) != 0) {
+        fprintf(stderr, "amc-patch: error: %s\n", px.why);
+        amc_posix_close(&px);
+        return EXIT_SYSTEM;
+    }
+    if (o.counter && amc_posix_counter(&px, o.counter) != 0) {
+        fprintf(stderr, "amc-patch: error: --counter %s\n", px.why);
+        amc_posix_close(&px);
+        return EXIT_USAGE;
+    }
+    amc_posix_storage(&px, &storage, (uint32_t)o.page_size, (uint32_t)o.backup_pages);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.storage = &storage;
+    cfg.verify = amc_verify_ed25519_keyring;
+    cfg.verify_ctx = &ring;
+    cfg.page_buf = page_buf;
+    cfg.chunk_buf = chunk_buf;
+    cfg.chunk_buf_size = sizeof chunk_buf;
+    cfg.bucket_buf = buckets;
+    cfg.bucket_buf_size = sizeof buckets;
+    cfg.min_version = o.min_version;
+
+    rc = pass < 0 ? status(&px, &cfg, &o) : patch(cmd, pass, &px, &cfg, &o);
+    amc_posix_close(&px);
+    return rc;
 }

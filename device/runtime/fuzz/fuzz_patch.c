@@ -15,7 +15,7 @@
 #define FILE_BYTES 4096u
 
 static uint8_t flash[6 * FILE_BYTES + 8 * 1024], before[sizeof flash];
-static uint8_t page[1024], buckets[512];
+static uint8_t page[1024], buckets[512], chunk_buf[1024 + AMC_LINK_SIZE];
 
 static int accept_all(void *ctx, const uint8_t digest[32], const uint8_t sig[64])
 {
@@ -66,6 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.page_buf = page;
     cfg.bucket_buf = buckets;
     cfg.bucket_buf_size = sizeof buckets;
+    cfg.chunk_buf = chunk_buf;
+    cfg.chunk_buf_size = sizeof chunk_buf;
     memcpy(before, flash, sizeof flash);
     rc = stream(&p, &cfg, AMC_PASS_VERIFY, data, size, chunk);
     if (rc != 0) {

@@ -27,7 +27,7 @@
 extern "C" {
 #endif
 
-#define AMC_PATCH_FORMAT_VERSION 1u
+#define AMC_PATCH_FORMAT_VERSION 2u      /* version 1 (unauthenticated apply pass) is refused */
 
 #ifndef AMC_CONFIG_MAX_FILES
 #define AMC_CONFIG_MAX_FILES 4u          /* graph files one blob may target */
@@ -35,7 +35,10 @@ extern "C" {
 
 #define AMC_HEADER_SIZE 32u
 #define AMC_RECORD_HEADER_SIZE 16u
-#define AMC_TRAILER_SIZE 96u             /* sha256 digest (32) + Ed25519 signature (64) */
+#define AMC_TRAILER_SIZE 96u             /* root digest (32) + Ed25519 signature (64) */
+#define AMC_LINK_SIZE 32u                /* sha256 of the next chunk, at the end of every chunk but the last */
+#define AMC_CHUNK_MIN 64u                /* chunk sizes: a power of two in [AMC_CHUNK_MIN, AMC_CHUNK_MAX] */
+#define AMC_CHUNK_MAX 32768u
 #define AMC_NAME_MAX 64u
 #define AMC_PROGRESS_SIZE 64u            /* one progress slot */
 #define AMC_BACKUP_FILE 0xFFu            /* file id the storage callbacks get for the backup area */
@@ -68,7 +71,9 @@ extern "C" {
     X(AMC_E_BUSY, 12, "another patch is half applied: resume or roll it back first")               \
     X(AMC_E_NOROLLBACK, 13,                                                                        \
       "backup area no longer holds every touched page: rollback impossible, resume instead")       \
-    X(AMC_E_STATE, 14, "no patch in progress")     /* nothing to resume or roll back */
+    X(AMC_E_STATE, 14, "no patch in progress")     /* nothing to resume or roll back */           \
+    X(AMC_E_GEOMETRY, 15,                                                                          \
+      "journal was written with another page size or backup area: use the same ones")
 
 #define AMC_ERROR_ENUM_(name, code, text) name = code,
 enum amc_error { AMC_ERROR_LIST(AMC_ERROR_ENUM_) };
@@ -93,6 +98,11 @@ enum amc_pass { AMC_PASS_VERIFY = 0, AMC_PASS_APPLY = 1, AMC_PASS_ROLLBACK = 2 }
  * progress_read/progress_write: two slots of AMC_PROGRESS_SIZE bytes; a write to one slot
  *   must not disturb the other (the core alternates slots, so a torn write loses nothing).
  *   A never-written or erased slot may read back as anything.
+ * counter_read/counter_write: the anti-rollback counter, kept where erasing the journal cannot
+ *   reach it (OTP fuses or a secure counter on an MCU, a file outside the bundle on Linux). It
+ *   holds the installed model version: read before any verify, advanced (never lowered) when a
+ *   patch completes. counter_read of a counter never written gives 0. Both NULL: no counter
+ *   (the journal's record and cfg.min_version are then all that stops a downgrade).
  */
 typedef struct amc_storage {
     void *ctx;
@@ -101,8 +111,10 @@ typedef struct amc_storage {
     int (*erase)(void *ctx, unsigned file, uint32_t offset, size_t len);
     int (*progress_read)(void *ctx, unsigned slot, uint8_t rec[AMC_PROGRESS_SIZE]);
     int (*progress_write)(void *ctx, unsigned slot, const uint8_t rec[AMC_PROGRESS_SIZE]);
-    uint32_t page_size;     /* erase unit; a power of two, at least 64 */
-    uint32_t backup_pages;  /* pages in the backup area, at least 1 */
+    int (*counter_read)(void *ctx, uint64_t *value);
+    int (*counter_write)(void *ctx, uint64_t value);
+    uint32_t page_size;     /* erase unit; a power of two, 64..65536 */
+    uint32_t backup_pages;  /* pages in the backup area, at least 1, at most 4 GiB of them in all */
 } amc_storage_t;
 
 /* Signature check: 0 when `signature` is a valid signature of `digest` by the trusted key. */
@@ -113,6 +125,8 @@ typedef struct amc_config {
     amc_verify_fn verify;
     void *verify_ctx;
     uint8_t *page_buf;          /* storage->page_size bytes */
+    uint8_t *chunk_buf;         /* one blob chunk and its link: chunk size + AMC_LINK_SIZE bytes */
+    uint32_t chunk_buf_size;    /* a blob with larger chunks is refused (AMC_E_NOMEM) */
     uint8_t *bucket_buf;        /* hash-record bucket values; may be NULL when size is 0 */
     uint32_t bucket_buf_size;
     uint64_t min_version;       /* a blob must be newer than this (e.g. from an OTP counter) */
@@ -129,8 +143,10 @@ typedef struct amc_progress {
     uint8_t state;              /* enum amc_progress_state */
     uint8_t backup_valid;       /* backup slot of page `done_pages` holds its old content */
     uint32_t done_pages;        /* pages of the page walk fully written */
+    uint32_t page_size;         /* the journal's geometry: resume and rollback need the same */
+    uint32_t backup_pages;
     uint64_t installed_version; /* model version of the last completed patch */
-    uint8_t digest[32];         /* digest of the blob in progress */
+    uint8_t digest[32];         /* root digest of the blob in progress */
 } amc_progress_t;
 
 /* Patch state: caller-owned, opaque in spirit; sizeof() is what it costs. */
@@ -140,19 +156,20 @@ typedef struct amc_patch {
     uint8_t first, kind, file, esz, rflags, cur_valid, skip, shift;
     const amc_config_t *cfg;
     int error;                   /* sticky: first error of this pass */
-    uint32_t pos, blob_len, hash_end, need, got;
+    uint32_t pos, hash_end, need, got;
     uint8_t *dst;
     uint32_t nfiles, nrecords, fi, ri, count, idx, gap;
     uint32_t roff, rlen, pleft, seed, nbuckets, prev_file, prev_end;
     uint32_t seq, cur_page, cur_len, cur_file, limit;
-    uint64_t version;
+    uint32_t csize, cfill, clen, cdata;   /* chunk size; bytes buffered, expected, of content */
+    uint64_t version, counter, floor;     /* blob's; the counter's; the lowest it may not reach */
     uint32_t file_size[AMC_CONFIG_MAX_FILES];
     uint8_t fld[64];
-    uint8_t digest[32];
+    uint8_t link[32];            /* sha256 the next chunk must have */
+    uint8_t digest[32];          /* root digest: found by the verify pass, kept for the next one */
     amc_progress_t prog;
-    uint8_t file_sha[AMC_CONFIG_MAX_FILES][32];  /* result sha (apply) or base sha (rollback) */
-    amc_sha256_t sha;            /* running digest of the blob */
-    amc_sha256_t fsha;           /* file digests (base and result checks) */
+    uint8_t file_sha[AMC_CONFIG_MAX_FILES][32];  /* base sha (verify, rollback) or result sha (apply) */
+    amc_sha256_t sha;            /* chunk and file digests, progress check words: one at a time */
 } amc_patch_t;
 
 int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass);

@@ -44,7 +44,7 @@ static int sim_write(void *ctx, unsigned file, uint32_t off, const uint8_t *buf,
     amc_simflash_t *f = ctx;
     uint32_t at;
     int on;
-    if (area(f, file, off, len, &at)) return -1;
+    if (area(f, file, off, len, &at)) return f->outside++, -1;
     if (!(on = power(f))) return -1;
     f->writes++;
     program(f, f->mem + at, buf, on == 2 ? len / 2 : len);
@@ -56,7 +56,7 @@ static int sim_erase(void *ctx, unsigned file, uint32_t off, size_t len)
     amc_simflash_t *f = ctx;
     uint32_t at, first, last;
     int on;
-    if (area(f, file, off, len, &at) || len == 0) return -1;
+    if (area(f, file, off, len, &at) || len == 0) return f->outside++, -1;
     if (!(on = power(f))) return -1;
     first = at & ~(f->page_size - 1u);
     last = (uint32_t)((at + len + f->page_size - 1u) & ~(size_t)(f->page_size - 1u));
@@ -115,6 +115,26 @@ void amc_simflash_load(amc_simflash_t *f, unsigned file, const uint8_t *data, ui
     memcpy(f->mem + f->area_off[file], data, len);
 }
 
+static int sim_counter_read(void *ctx, uint64_t *value)
+{
+    amc_simflash_t *f = ctx;
+    if (f->powered_off) return -1;
+    *value = f->counter;
+    return 0;
+}
+
+/* One operation; refuses to go down, as OTP fuses cannot. */
+static int sim_counter_write(void *ctx, uint64_t value)
+{
+    amc_simflash_t *f = ctx;
+    int on;
+    if (value < f->counter || !(on = power(f))) return -1;
+    f->counter_writes++;
+    if (on == 2) return -1;
+    f->counter = value;
+    return 0;
+}
+
 void amc_simflash_power_on(amc_simflash_t *f)
 {
     f->powered_off = 0;
@@ -132,6 +152,8 @@ void amc_simflash_storage(amc_simflash_t *f, amc_storage_t *st, uint32_t backup_
     st->erase = f->byte_writable ? NULL : sim_erase;
     st->progress_read = sim_progress_read;
     st->progress_write = sim_progress_write;
+    st->counter_read = sim_counter_read;
+    st->counter_write = sim_counter_write;
     st->page_size = f->page_size;
     st->backup_pages = backup_pages;
 }

@@ -4,7 +4,8 @@
  * Erase-before-write at page granularity (erased = 0xFF, a write can only clear bits, as on
  * NOR flash), operation counting, and fault injection: a power cut after N mutating
  * operations (erase, write, progress write), optionally tearing operation N+1 half-way.
- * After the cut every callback fails until amc_simflash_power_on().
+ * After the cut every callback fails until amc_simflash_power_on(). The anti-rollback counter
+ * is a simulated OTP counter: it only goes up, and a torn write of it does not take.
  * Layout: files 0..n-1 and the backup area each start on a page boundary of one array.
  */
 #ifndef AMC_SIMFLASH_H
@@ -22,8 +23,10 @@ typedef struct amc_simflash {
     uint32_t area_off[AMC_SIMFLASH_MAX_AREAS], area_size[AMC_SIMFLASH_MAX_AREAS];
     unsigned nfiles;
     uint8_t progress[2][AMC_PROGRESS_SIZE];
+    uint64_t counter;               /* the anti-rollback counter (OTP) */
     /* counters */
-    uint32_t erases, writes, progress_writes, ops;
+    uint32_t erases, writes, progress_writes, counter_writes, ops;
+    uint32_t outside;               /* writes and erases refused for reaching outside an area */
     uint64_t bytes_written;
     /* faults */
     int cut_armed;                  /* 1: cut power after cut_after operations */

@@ -1,8 +1,11 @@
 /*
  * amc_patch.c - the streaming parser and the in-place, power-loss safe applier.
  *
- * The blob is parsed one byte at a time by a small state machine (so any chunking works and
- * no field is ever read past what arrived); every length is checked before it is used.
+ * The blob arrives in chunks, each buffered whole and hashed before the parser sees a byte of
+ * it: the first against the root digest the signature covers, every next one against the link
+ * (sha256) that ends the chunk before. So in every pass the parser reads only bytes the verify
+ * pass authenticated, whatever the stream holds the second time. The parser takes one byte at
+ * a time (a small state machine); every length is checked before it is used.
  * Region operations land in one page buffer; a page is written back through the journal:
  *   backup: copy the old page to backup slot (seq % backup_pages), persist (APPLYING, seq, 1)
  *   write:  erase the page, write the new content
@@ -82,6 +85,8 @@ static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *
         out->seq = w[1];
         out->state = (uint8_t)w[2];
         out->backup_valid = (uint8_t)(w[2] >> 8);
+        out->page_size = rec[10] < 32 ? 1u << rec[10] : 0;
+        out->backup_pages = le32(rec + 56);
         out->done_pages = w[3];
         out->installed_version = (uint64_t)w[5] << 32 | w[4];
         amc__copy(out->digest, rec + 24, 32);
@@ -95,21 +100,23 @@ static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t b
     uint8_t *rec = p->fld;
     amc_progress_t *g = &p->prog;
     uint32_t w[6];
-    unsigned i;
+    unsigned i, log2 = 0;
+    while ((1u << log2) < st->page_size) log2++;
     g->seq++;
     g->state = state;
     g->done_pages = done;
     g->backup_valid = backup_valid;
     w[0] = PROGRESS_MAGIC;
     w[1] = g->seq;
-    w[2] = (uint32_t)state | (uint32_t)backup_valid << 8;
+    w[2] = (uint32_t)state | (uint32_t)backup_valid << 8 | log2 << 16;
     w[3] = done;
     w[4] = (uint32_t)g->installed_version;
     w[5] = (uint32_t)(g->installed_version >> 32);
     amc__fill(rec, 0, AMC_PROGRESS_SIZE);
     for (i = 0; i < 6; i++) put32(rec + 4 * i, w[i]);
     amc__copy(rec + 24, g->digest, 32);
-    amc__copy(rec + 60, record_check(&p->fsha, rec), 4);
+    put32(rec + 56, st->backup_pages);
+    amc__copy(rec + 60, record_check(&p->sha, rec), 4);
     return st->progress_write(st->ctx, g->seq & 1u, rec) < 0 ? -AMC_E_IO : 0;
 }
 
@@ -132,19 +139,19 @@ static int copy_page(amc_patch_t *p, unsigned file, uint32_t off, const uint8_t 
     return io(st->write(st->ctx, file, off, buf, p->cur_len));
 }
 
-/* sha256 of file `file` (its first `size` bytes) into p->fsha.buf, read through the page buffer. */
+/* sha256 of file `file` (its first `size` bytes) into p->sha.buf, read through the page buffer. */
 static int hash_file(amc_patch_t *p, unsigned file, uint32_t size)
 {
     const amc_storage_t *st = p->cfg->storage;
     uint32_t off = 0;
-    amc_sha256_init(&p->fsha);
+    amc_sha256_init(&p->sha);
     while (off < size) {
         uint32_t n = size - off < st->page_size ? size - off : st->page_size;
         if (st->read(st->ctx, file, off, p->cfg->page_buf, n) < 0) return -AMC_E_IO;
-        amc_sha256_update(&p->fsha, p->cfg->page_buf, n);
+        amc_sha256_update(&p->sha, p->cfg->page_buf, n);
         off += n;
     }
-    amc_sha256_final(&p->fsha, p->fsha.buf);
+    amc_sha256_final(&p->sha, p->sha.buf);
     return 0;
 }
 
@@ -279,23 +286,19 @@ static int parse_header(amc_patch_t *p)
 {
     const uint8_t *h = p->fld;
     uint64_t v = (uint64_t)le32(h + 12) << 32 | le32(h + 8);
+    uint32_t len = le32(h + 16);
     if (le32(h) != 0x50434D41u || (h[4] | h[5] << 8) != AMC_PATCH_FORMAT_VERSION ||
-        (h[6] | h[7]) != 0 || le32(h + 28) != 0)
+        (h[6] | h[7]) != 0)
         return -AMC_E_FORMAT;
     p->nfiles = (uint32_t)(h[20] | h[21] << 8);
     p->nrecords = le32(h + 24);
-    p->blob_len = le32(h + 16);
     if (p->nfiles == 0 || p->nfiles > AMC_CONFIG_MAX_FILES || (h[22] | h[23]) != 0)
         return -AMC_E_BOUNDS;
-    if (p->blob_len < AMC_HEADER_SIZE + AMC_TRAILER_SIZE + 70u * p->nfiles ||
-        p->blob_len > 0x7fffffffUL)
-        return -AMC_E_BOUNDS;
-    p->hash_end = p->blob_len - AMC_TRAILER_SIZE;
-    if (p->pass == AMC_PASS_VERIFY) {
-        uint64_t installed = p->prog.installed_version;
-        if (installed < p->cfg->min_version) installed = p->cfg->min_version;
-        if (v <= installed) return -AMC_E_VERSION;
-    }
+    if (len < AMC_HEADER_SIZE + 70u * p->nfiles || len > 0x7fffffffUL) return -AMC_E_BOUNDS;
+    p->hash_end = len;
+    /* replay and downgrade: only a newer version, or the one whose apply is being finished */
+    if (p->pass == AMC_PASS_VERIFY && (v < p->floor || (v == p->floor && !p->resuming)))
+        return -AMC_E_VERSION;
     p->version = v;
     return expect(p, ST_NAME_LEN, 1, NULL);
 }
@@ -344,7 +347,7 @@ static int parse_record_header(amc_patch_t *p)
 /* A field is complete: act on it and say what comes next. */
 static int step(amc_patch_t *p)
 {
-    uint8_t *f = p->fld, *d;
+    uint8_t *f = p->fld;
     int rc;
     switch (p->st) {
     case ST_HEADER:
@@ -357,13 +360,10 @@ static int step(amc_patch_t *p)
     case ST_FSIZE:
         p->file_size[p->fi] = le32(f);
         if (p->file_size[p->fi] == 0 || p->file_size[p->fi] > 0x7fffffffUL) return -AMC_E_BOUNDS;
-        return expect(p, ST_FBASE, 32, p->pass == AMC_PASS_ROLLBACK ? p->file_sha[p->fi] : NULL);
+        /* the sha256 a pass checks at its end: base (verify, rollback) or result (apply) */
+        return expect(p, ST_FBASE, 32, p->pass != AMC_PASS_APPLY ? p->file_sha[p->fi] : NULL);
     case ST_FBASE:
-        if (p->pass == AMC_PASS_VERIFY && !p->resuming) {
-            if ((rc = hash_file(p, p->fi, p->file_size[p->fi])) != 0) return rc;
-            if (CHECK_HASHES && amc__differ(p->fsha.buf, f, 32)) return -AMC_E_BASE;
-        }
-        return expect(p, ST_FNEW, 32, p->pass == AMC_PASS_ROLLBACK ? NULL : p->file_sha[p->fi]);
+        return expect(p, ST_FNEW, 32, p->pass == AMC_PASS_APPLY ? p->file_sha[p->fi] : NULL);
     case ST_FNEW:
         if (++p->fi < p->nfiles) {
             return expect(p, ST_NAME_LEN, 1, NULL);
@@ -405,15 +405,9 @@ static int step(amc_patch_t *p)
         }
         return end_record(p);
     case ST_DIGEST:
-        d = p->sha.buf;
-        amc_sha256_final(&p->sha, d);
-        if (p->pass == AMC_PASS_VERIFY) amc__copy(p->digest, d, 32);
-        if ((CHECK_HASHES && amc__differ(d, f, 32)) || amc__differ(d, p->digest, 32))
-            return -AMC_E_DIGEST;
-        if (p->pass == AMC_PASS_VERIFY && (p->prog.state == AMC_STATE_APPLYING ||
-                                           p->prog.state == AMC_STATE_ROLLING_BACK)) {
-            if (amc__differ(p->prog.digest, d, 32)) return -AMC_E_BUSY;
-        }
+        if (CHECK_HASHES && amc__differ(f, p->digest, 32)) return -AMC_E_DIGEST;
+        if (p->pass == AMC_PASS_VERIFY && p->resuming && amc__differ(p->prog.digest, p->digest, 32))
+            return -AMC_E_BUSY;
         return expect(p, ST_SIG, 64, NULL);
     case ST_SIG:
         if (p->pass == AMC_PASS_VERIFY &&
@@ -455,6 +449,54 @@ static int feed(amc_patch_t *p, uint8_t b)
     return p->got == p->need ? step(p) : 0;
 }
 
+/* ---- chunks ------------------------------------------------------------------------------ */
+
+/* The first 32 bytes of the first chunk hold the header: its chunk size and content length say
+ * how long that chunk is. Read before they are authenticated, so they only size the buffering:
+ * the chunk's digest is checked before anything in it is acted on. */
+static int first_chunk(amc_patch_t *p)
+{
+    const uint8_t *h = p->cfg->chunk_buf;
+    uint32_t size = le32(h + 28), len = le32(h + 16);
+    if (size < AMC_CHUNK_MIN || size > AMC_CHUNK_MAX || (size & (size - 1u))) return -AMC_E_FORMAT;
+    if (size + AMC_LINK_SIZE > p->cfg->chunk_buf_size) return -AMC_E_NOMEM;
+    if (len < AMC_HEADER_SIZE) return -AMC_E_BOUNDS;
+    p->csize = size;
+    p->hash_end = len;
+    return 0;
+}
+
+/* Size the chunk that starts at content position p->pos: csize bytes and a link, or the rest. */
+static void next_chunk(amc_patch_t *p)
+{
+    uint32_t left = p->hash_end - p->pos;
+    p->cfill = 0;
+    p->cdata = left < p->csize ? left : p->csize;
+    p->clen = p->cdata + (left > p->csize ? AMC_LINK_SIZE : 0);
+}
+
+/* A whole chunk is buffered: authenticate it, keep its link, then parse its content. */
+static int chunk_ready(amc_patch_t *p)
+{
+    const uint8_t *c = p->cfg->chunk_buf;
+    uint32_t i;
+    int rc;
+    amc_sha256_init(&p->sha);
+    amc_sha256_update(&p->sha, c, p->clen);
+    amc_sha256_final(&p->sha, p->sha.buf);
+    if (p->pos == 0 && p->pass == AMC_PASS_VERIFY)
+        amc__copy(p->digest, p->sha.buf, 32);    /* the root: the signature is checked on it */
+    else if (CHECK_HASHES && amc__differ(p->sha.buf, p->pos ? p->link : p->digest, 32))
+        return -AMC_E_DIGEST;
+    amc__copy(p->link, c + p->cdata, p->clen - p->cdata);
+    for (i = 0; i < p->cdata; i++)
+        if ((rc = feed(p, c[i])) != 0) return rc;
+    next_chunk(p);
+    return 0;
+}
+
+/* ---- the API ----------------------------------------------------------------------------- */
+
 int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
 {
     const amc_storage_t *st;
@@ -462,25 +504,34 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
     int rc;
     if (!p) return -AMC_E_ARG;
     /* the apply and rollback passes need a verify pass of the same state and config; the
-     * blob digest it found stays in p->digest, everything before it is reset */
+     * root digest it found stays in p->digest, everything before it is reset */
     verified = pass != AMC_PASS_VERIFY && p->cfg == cfg && p->verified;
     amc__fill(p, 0, offsetof(amc_patch_t, digest));
     p->cfg = cfg;
     p->error = -AMC_E_ARG;
     if (!cfg || !(st = cfg->storage) || !st->read || !st->write || !st->progress_read ||
         !st->progress_write || !cfg->verify || !cfg->page_buf || st->page_size < 64 ||
-        (st->page_size & (st->page_size - 1u)) || st->backup_pages == 0 ||
+        st->page_size > 65536u || (st->page_size & (st->page_size - 1u)) ||
+        st->backup_pages == 0 || st->backup_pages > 0xffffffffu / st->page_size + 1u ||
+        !cfg->chunk_buf || cfg->chunk_buf_size < AMC_CHUNK_MIN + AMC_LINK_SIZE ||
+        !st->counter_read != !st->counter_write ||
         (pass != AMC_PASS_VERIFY && !verified) || pass < 0 || pass > AMC_PASS_ROLLBACK)
         return p->error;
-    p->error = 0;
     p->pass = (uint8_t)pass;
-    amc_sha256_init(&p->sha);
     p->hash_end = AMC_HEADER_SIZE;
+    p->clen = AMC_HEADER_SIZE;              /* until first_chunk() knows the first chunk */
     expect(p, ST_HEADER, AMC_HEADER_SIZE, NULL);
-    if ((rc = load_progress(cfg, &p->prog, p->fld, &p->fsha)) != 0) return p->error = rc;
+    if ((rc = load_progress(cfg, &p->prog, p->fld, &p->sha)) != 0) return p->error = rc;
+    if (st->counter_read && st->counter_read(st->ctx, &p->counter) < 0) return p->error = -AMC_E_IO;
+    p->floor = p->prog.installed_version;
+    if (p->floor < p->counter) p->floor = p->counter;
+    if (p->floor < cfg->min_version) p->floor = cfg->min_version;
     p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK;
+    /* resume and rollback walk the pages as the journal numbered them: same geometry only */
+    if (p->resuming && (p->prog.page_size != st->page_size || p->prog.backup_pages != st->backup_pages))
+        return p->error = -AMC_E_GEOMETRY;
+    p->error = 0;
     if (pass == AMC_PASS_VERIFY) return 0;
-    p->verified = 1;
     /* verify passed with this progress record, so a half-applied patch here is this blob */
     if (pass == AMC_PASS_ROLLBACK) {
         if (!p->resuming) return p->error = -AMC_E_STATE;
@@ -494,31 +545,41 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
         return p->error;
     }
     if (p->prog.state == AMC_STATE_ROLLING_BACK) return p->error = -AMC_E_BUSY;
-    if (!p->resuming) {
-        amc__copy(p->prog.digest, p->digest, 32);
-        p->error = save_progress(p, AMC_STATE_APPLYING, 0, 0);   /* the first write */
-    }
-    return p->error;
+    /* the first progress record is written with the first backup (touch) */
+    if (!p->resuming) amc__copy(p->prog.digest, p->digest, 32);
+    return 0;
 }
 
 int amc_patch_process(amc_patch_t *p, const uint8_t *data, size_t len)
 {
     if (!p || (!data && len)) return -AMC_E_ARG;
     while (len && !p->error) {
-        size_t take = len, i;
-        if (p->pos < p->hash_end) {
-            if (take > p->hash_end - p->pos) take = p->hash_end - p->pos;
-            amc_sha256_update(&p->sha, data, take);
+        size_t take;
+        if (p->clen == 0) {                 /* past the chunks: the trailer */
+            p->error = feed(p, *data++);
+            len--;
+            continue;
         }
-        for (i = 0; i < take && !p->error; i++) p->error = feed(p, data[i]);
+        take = p->clen - p->cfill < len ? p->clen - p->cfill : len;
+        amc__copy(p->cfg->chunk_buf + p->cfill, data, take);
+        p->cfill += (uint32_t)take;
         data += take;
         len -= take;
+        if (p->cfill < p->clen) continue;
+        if (p->csize == 0) {
+            if ((p->error = first_chunk(p)) != 0) break;
+            next_chunk(p);
+            p->cfill = AMC_HEADER_SIZE;     /* the header is already in the buffer */
+            if (p->cfill < p->clen) continue;
+        }
+        p->error = chunk_ready(p);
     }
     return p->error;
 }
 
 int amc_patch_finish(amc_patch_t *p)
 {
+    const amc_storage_t *st;
     uint32_t i;
     int rc;
     if (!p) return -AMC_E_ARG;
@@ -527,20 +588,30 @@ int amc_patch_finish(amc_patch_t *p)
         p->error = -AMC_E_TRUNCATED;
         goto out;
     }
-    if (p->pass == AMC_PASS_VERIFY) {
-        p->verified = 1;
-        return 0;
-    }
+    st = p->cfg->storage;
     /* the last page: no progress write after it (redoing it from its backup is harmless) */
     if ((rc = commit(p)) != 0) goto fail;
-    for (i = 0; i < p->nfiles; i++) {
+    /* the files: base (verify: only now, after the signature; rollback) or result (apply) */
+    for (i = 0; i < p->nfiles && !(p->pass == AMC_PASS_VERIFY && p->resuming); i++) {
         if ((rc = hash_file(p, i, p->file_size[i])) != 0) goto fail;
-        if (CHECK_HASHES && amc__differ(p->fsha.buf, p->file_sha[i], 32)) {
+        if (CHECK_HASHES && amc__differ(p->sha.buf, p->file_sha[i], 32)) {
             rc = p->pass == AMC_PASS_APPLY ? -AMC_E_RESULT : -AMC_E_BASE;
             goto fail;
         }
     }
-    if (p->pass == AMC_PASS_APPLY) p->prog.installed_version = p->version;
+    if (p->pass == AMC_PASS_VERIFY) {
+        p->verified = 1;
+        return 0;
+    }
+    if (p->pass == AMC_PASS_APPLY) {
+        /* the counter first: a cut before the DONE record resumes (the same version passes) */
+        if (st->counter_write && p->version > p->counter &&
+            st->counter_write(st->ctx, p->version) < 0) {
+            rc = -AMC_E_IO;
+            goto fail;
+        }
+        p->prog.installed_version = p->version;
+    }
     rc = save_progress(p, p->pass == AMC_PASS_APPLY ? AMC_STATE_DONE : AMC_STATE_IDLE, 0, 0);
 fail:
     p->error = rc;

@@ -13,7 +13,10 @@
  *
  * Suites (per case flags): crosscheck (apply == new), reject (expected error, storage
  * unchanged), powercut (cut at every operation, clean and torn; resume == new; rollback ==
- * base; a second cut during resume), badblob (truncation at every byte, every bit flip).
+ * base; a second cut during resume; a cut between the passes; a resume or rollback under
+ * another journal geometry), badblob (truncation at every byte, every bit flip), mismatch
+ * (the apply pass streams other bytes than the verify pass: storage only ever holds base or
+ * result pages, nothing outside the files, and the genuine blob still finishes or rolls back).
  * Output lines are `suite key=value ...`, parsed by the Python tests; exit status 0 = all good.
  */
 #include <stdio.h>
@@ -43,9 +46,10 @@
 #define F_BADBLOB 2u
 #define F_SIG_TRUSTED 4u
 #define F_BYTE_WRITABLE 8u
+#define F_MISMATCH 16u
 
 typedef struct test_case {
-    uint8_t expect_ok, nfiles, flags;
+    uint8_t expect_ok, nfiles, flags, chunk_log2;   /* chunk buffer 2^chunk_log2 + link; 0: largest */
     uint32_t page_size, backup_pages, bucket_buf_size;
     int32_t expect_error;
     uint64_t min_version;
@@ -68,6 +72,7 @@ static uint8_t g_blob[MAX_BLOB_BYTES] LARGE_BUFFER, g_mutant[MAX_BLOB_BYTES] LAR
 static uint8_t g_flash[FLASH_BYTES] LARGE_BUFFER, g_snapshot[FLASH_BYTES] LARGE_BUFFER;
 static uint8_t g_snapshot_progress[2][AMC_PROGRESS_SIZE];
 static uint8_t g_page[8192], g_buckets[BUCKET_BYTES] LARGE_BUFFER;
+static uint8_t g_chunk[AMC_CHUNK_MAX + AMC_LINK_SIZE] LARGE_BUFFER;
 static uint8_t g_public_key[32];
 static uint8_t g_trusted[AMC_TRAILER_SIZE];   /* digest + signature the trusted key made */
 static uint32_t g_rng = 0x2545F491u;
@@ -104,6 +109,7 @@ static int read_case(FILE *fp, test_case_t *c)
     c->expect_ok = head[0];
     c->nfiles = head[1];
     c->flags = head[2];
+    c->chunk_log2 = head[3];
     c->expect_error = (int32_t)err;
     c->min_version = (uint64_t)hi << 32 | lo;
     if (c->nfiles == 0 || c->nfiles > AMC_CONFIG_MAX_FILES || c->page_size > sizeof g_page ||
@@ -129,6 +135,8 @@ typedef struct totals {
     unsigned long cuts, torn_cuts, nested_cuts, corrupted, rollbacks, rollback_bad;
     unsigned long rolled_back, rollback_refused, rollback_untouched;
     unsigned long truncations, flips, accepted, storage_changed;
+    unsigned long between_cuts, geometry_refused, geometry_bad;
+    unsigned long mismatches, mismatch_detected, mismatch_unauthentic, mismatch_unrecovered;
     unsigned long long file_bytes, erases, writes, progress_writes, patched_pages;
 } totals_t;
 
@@ -177,6 +185,8 @@ static int rig_init(rig_t *r, const test_case_t *c, uint32_t backup_pages)
     r->cfg.bucket_buf = g_buckets;
     r->cfg.bucket_buf_size = c->bucket_buf_size ? c->bucket_buf_size : BUCKET_BYTES;
     r->cfg.min_version = c->min_version;
+    r->cfg.chunk_buf = g_chunk;
+    r->cfg.chunk_buf_size = c->chunk_log2 ? (1u << c->chunk_log2) + AMC_LINK_SIZE : sizeof g_chunk;
     return 0;
 }
 
@@ -279,15 +289,19 @@ static void crosscheck(const test_case_t *c)
         printf("FAIL crosscheck case rc=%d (%s)\n", rc, amc_strerror(rc));
         return;
     }
-    /* the same blob again is a replay */
+    /* the same blob again is a replay, also once the journal is erased (the counter holds) */
     {
         amc_patch_t p;
-        r.flash.erases = r.flash.writes = r.flash.progress_writes = 0;
-        snapshot(&r);
-        rc = stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len);
-        if (rc != -AMC_E_VERSION || !unchanged(&r)) {
-            T.cross_failed++;
-            printf("FAIL replay accepted rc=%d\n", rc);
+        int wiped;
+        for (wiped = 0; wiped <= 1; wiped++) {
+            if (wiped) memset(r.flash.progress, 0xFF, sizeof r.flash.progress);
+            r.flash.erases = r.flash.writes = r.flash.progress_writes = 0;
+            snapshot(&r);
+            rc = stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len);
+            if (rc != -AMC_E_VERSION || !unchanged(&r)) {
+                T.cross_failed++;
+                printf("FAIL replay accepted (journal %s) rc=%d\n", wiped ? "erased" : "kept", rc);
+            }
         }
     }
 }
@@ -360,6 +374,53 @@ static int cut_and_recover(const test_case_t *c, uint32_t backup_pages, uint32_t
     return rc == 0 && files_equal(&r, c, 1);
 }
 
+/* Cut power after `cut` operations, then resume (and roll back) under another page size and
+ * backup area than the journal was written with: refused before any write; then the right
+ * geometry finishes. 1 = held. */
+static int wrong_geometry(const test_case_t *c, uint32_t cut)
+{
+    rig_t r;
+    amc_progress_t pr;
+    int rc, k;
+    if (rig_init(&r, c, c->backup_pages) != 0) return 0;
+    r.flash.cut_armed = 1;
+    r.flash.cut_after = cut;
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    amc_simflash_power_on(&r.flash);
+    if (rc == 0 || amc_patch_status(&r.cfg, &pr) != 0 || pr.state != AMC_STATE_APPLYING) return 1;
+    for (k = 0; k < 2; k++) {
+        amc_storage_t saved = r.storage;
+        if (k == 0) r.storage.page_size *= 2;
+        else r.storage.backup_pages += 1;
+        r.flash.erases = r.flash.writes = r.flash.progress_writes = 0;
+        snapshot(&r);
+        rc = run(&r, k ? AMC_PASS_ROLLBACK : AMC_PASS_APPLY, c->blob, c->blob_len);
+        r.storage = saved;
+        if (rc != -AMC_E_GEOMETRY || !unchanged(&r)) {
+            printf("FAIL %s under another geometry after cut %lu: rc=%d (%s)\n", k ? "rollback" : "resume",
+                   (unsigned long)cut, rc, amc_strerror(rc));
+            return 0;
+        }
+        T.geometry_refused++;
+    }
+    return run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) == 0 && files_equal(&r, c, 1);
+}
+
+/* Power lost after the verify pass: the next boot's apply pass needs a verify pass of its own
+ * (a fresh state struct is refused), and a full run then finishes. 1 = held. */
+static int cut_between_passes(const test_case_t *c)
+{
+    rig_t r;
+    amc_patch_t p, rebooted;
+    if (rig_init(&r, c, c->backup_pages) != 0) return 0;
+    snapshot(&r);
+    if (stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len) != 0) return 0;
+    memset(&rebooted, 0, sizeof rebooted);
+    if (stream(&rebooted, &r.cfg, AMC_PASS_APPLY, c->blob, c->blob_len) != -AMC_E_ARG || !unchanged(&r))
+        return 0;
+    return run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) == 0 && files_equal(&r, c, 1);
+}
+
 static void powercut(const test_case_t *c)
 {
     rig_t r;
@@ -371,7 +432,13 @@ static void powercut(const test_case_t *c)
     }
     ops = r.flash.ops;
     for (i = 0; i < c->nfiles; i++) pages += (c->size[i] + c->page_size - 1) / c->page_size;
+    T.between_cuts++;
+    if (!cut_between_passes(c)) {
+        T.corrupted++;
+        printf("FAIL cut between the passes\n");
+    }
     for (cut = 0; cut < ops; cut++) {   /* operation cut+1 fails */
+        if (cut % 3u == 1u && !wrong_geometry(c, cut)) T.geometry_bad++;
         int torn;
         for (torn = 0; torn <= 1; torn++) {
             T.cuts++;
@@ -398,6 +465,66 @@ static void powercut(const test_case_t *c)
                        (unsigned long)(bp ? c->backup_pages : pages + 1));
             }
         }
+    }
+}
+
+/* Every page of every file holds its base or its result content, and nothing was written
+ * outside a file or the backup area. */
+static int pages_authentic(const rig_t *r, const test_case_t *c)
+{
+    unsigned i;
+    uint32_t off;
+    if (r->flash.outside) return 0;
+    for (i = 0; i < c->nfiles; i++)
+        for (off = 0; off < c->size[i]; off += c->page_size) {
+            uint32_t n = c->size[i] - off < c->page_size ? c->size[i] - off : c->page_size;
+            const uint8_t *page = r->flash.mem + r->flash.area_off[i] + off;
+            if (memcmp(page, c->base[i] + off, n) != 0 && memcmp(page, c->new_[i] + off, n) != 0)
+                return 0;
+        }
+    return 1;
+}
+
+/* Verify the genuine blob, then apply a stream with one byte changed at `at`: nothing but
+ * authenticated content may reach storage; afterwards the genuine blob resumes to the result
+ * or (`rollback`, with a backup area for every page) restores the base. 1 = all held. */
+static int mismatched(const test_case_t *c, uint32_t at, uint8_t flip, int rollback)
+{
+    rig_t r;
+    amc_patch_t p;
+    uint32_t pages = 0, i;
+    int rc;
+    for (i = 0; i < c->nfiles; i++) pages += (c->size[i] + c->page_size - 1) / c->page_size;
+    if (rig_init(&r, c, rollback ? pages + 1 : c->backup_pages) != 0) return 0;
+    memcpy(g_mutant, c->blob, c->blob_len);
+    g_mutant[at] ^= flip;
+    if (stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len) != 0) return 0;
+    rc = stream(&p, &r.cfg, AMC_PASS_APPLY, g_mutant, c->blob_len);
+    if (rc != 0) T.mismatch_detected++;
+    if (!pages_authentic(&r, c)) {
+        T.mismatch_unauthentic++;
+        printf("FAIL mismatch at byte %lu: storage holds bytes the verify pass did not see (rc=%d)\n",
+               (unsigned long)at, rc);
+        return 0;
+    }
+    if (rc == 0) return files_equal(&r, c, 1);    /* the byte was one the apply pass ignores */
+    rc = run(&r, rollback ? AMC_PASS_ROLLBACK : AMC_PASS_APPLY, c->blob, c->blob_len);
+    if (rc == -AMC_E_STATE && rollback) rc = 0;    /* detected before the first write */
+    if (rc != 0 || !files_equal(&r, c, !rollback)) {
+        T.mismatch_unrecovered++;
+        printf("FAIL mismatch at byte %lu: the genuine blob %s gave rc=%d (%s)\n", (unsigned long)at,
+               rollback ? "rollback" : "resume", rc, amc_strerror(rc));
+        return 0;
+    }
+    return 1;
+}
+
+static void mismatch(const test_case_t *c)
+{
+    uint32_t at;
+    for (at = 0; at < c->blob_len; at++) {
+        T.mismatches++;
+        mismatched(c, at, (uint8_t)(1u + rng() % 255u), (int)(at & 1u));
     }
 }
 
@@ -509,6 +636,7 @@ static int run_pack(const char *path, int bench_mode)
         }
         if (c.flags & F_POWERCUT) powercut(&c);
         if (c.flags & F_BADBLOB) badblob(&c);
+        if (c.flags & F_MISMATCH) mismatch(&c);
     }
     fclose(fp);
     return bad;
@@ -552,6 +680,10 @@ int main(int argc, char **argv)
                T.rollback_bad);
         printf("badblob truncations=%lu flips=%lu accepted=%lu storage_changed=%lu\n",
                T.truncations, T.flips, T.accepted, T.storage_changed);
+        printf("geometry between_passes=%lu refused=%lu bad=%lu\n", T.between_cuts,
+               T.geometry_refused, T.geometry_bad);
+        printf("mismatch streams=%lu detected=%lu unauthentic=%lu unrecovered=%lu\n", T.mismatches,
+               T.mismatch_detected, T.mismatch_unauthentic, T.mismatch_unrecovered);
 #ifdef AMC_HAVE_SODIUM
         printf("signature check=ed25519-libsodium\n");
 #else
@@ -560,7 +692,7 @@ int main(int argc, char **argv)
         printf("wear file_bytes=%llu erases=%llu writes=%llu progress_writes=%llu\n", T.file_bytes,
                T.erases, T.writes, T.progress_writes);
         bad |= T.cross_failed || T.reject_failed || T.corrupted || T.rollback_bad || T.accepted ||
-               T.storage_changed;
+               T.storage_changed || T.geometry_bad || T.mismatch_unauthentic || T.mismatch_unrecovered;
     }
     printf("RESULT %s\n", bad ? "fail" : "ok");
     return bad ? 1 : 0;
