@@ -28,6 +28,7 @@ def _register() -> None:
     app.command("train")(modelcmd.train)
     app.command("eval")(modelcmd.evaluate)
     app.command("simulate")(modelcmd.simulate)
+    app.command("transcribe")(modelcmd.transcribe)
     app.command("targets")(targetscmd.targets)
     app.command("compile")(compilecmd.compile)
     app.command("inspect")(compilecmd.inspect)

@@ -87,6 +87,25 @@ def evaluate(model: Optional[Path] = Model, data: Path = Data, route: str = Rout
                f"{result['frames']} frames  {result['mflops_per_frame']:.3f} MFLOPs/frame  ({result['route']})")
 
 
+def transcribe(model: Path = typer.Argument(..., exists=True, file_okay=False,
+                                            help="Checkpoint directory or compiled bundle."),
+               files: list[Path] = typer.Argument(..., help="WAV files: 16 kHz, mono, 16-bit PCM."),
+               route: str = Route,
+               mflops: Optional[float] = typer.Option(None, help="Processor speed for the backlog (default: the model's)."),
+               json_out: bool = Json) -> None:
+    """Speech to text: one line per WAV file, with its fast-branch share and end-of-utterance latency."""
+    from amc.compiler.scoring import transcribe_path
+
+    with progress_bar(not json_out) as report:
+        result = transcribe_path(model, files, route, mflops, report=report)
+    if json_out:
+        print_json(result)
+        return
+    for entry in result["results"]:
+        typer.echo(f"{entry['file']}: {entry['text']}  (fast {100 * entry['fast_fraction']:.0f}%, "
+                   f"end of utterance {entry['latency_ms']:.1f} ms)")
+
+
 def simulate(model: Optional[Path] = Model, data: Path = Data,
              mflops: float = typer.Option(..., "--mflops", help="Simulated processor speed, MFLOP/s."),
              route: str = Route, plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG timeline."),

@@ -8,7 +8,7 @@ import numpy as np
 
 from amc.common.errors import InputError
 from amc.model.evaluate import backlog_trace, evaluate_bundle, evaluate_model
-from amc.model.feature_set import load_features
+from amc.model.feature_set import FeatureSet, load_features
 from amc.model.streaming import fast_period
 
 
@@ -21,24 +21,58 @@ def load_model(path: Path | str | None):
     return load_checkpoint(path)
 
 
-def evaluate_path(model_path, data_dir, route: str = "arbitrator", mflops: float | None = None,
-                  keep_traces: bool = False, report=None) -> dict:
+def _check_options(route: str, mflops: float | None) -> None:
     try:
         fast_period(route)
     except ValueError as error:
         raise InputError(f"--{error}") from None
     if mflops is not None and mflops <= 0:
         raise InputError(f"--mflops must be positive, not {mflops}")
+
+
+def _evaluate(model, data: FeatureSet, route: str, mflops: float | None, keep_traces: bool, report) -> dict:
+    if hasattr(model, "slow_step"):
+        return evaluate_bundle(model, data, route, mflops, keep_traces, report)
+    return evaluate_model(model, data, route, mflops, keep_traces=keep_traces, report=report)
+
+
+def evaluate_path(model_path, data_dir, route: str = "arbitrator", mflops: float | None = None,
+                  keep_traces: bool = False, report=None) -> dict:
+    _check_options(route, mflops)
     model = load_model(model_path)
     data = load_features(data_dir, model.config.features, report)
     if not len(data):
         raise InputError(f"{data_dir}: no utterances")
-    if hasattr(model, "slow_step"):
-        result = evaluate_bundle(model, data, route, mflops, keep_traces, report)
-    else:
-        result = evaluate_model(model, data, route, mflops, keep_traces=keep_traces, report=report)
+    result = _evaluate(model, data, route, mflops, keep_traces, report)
     result["model"] = str(model_path) if model_path else "reference"
     return result
+
+
+def transcribe_path(model_path, files: list[Path], route: str = "arbitrator", mflops: float | None = None,
+                    report=None) -> dict:
+    """Text of each WAV file (16 kHz mono 16-bit PCM), streamed frame by frame as on a device,
+    with its share of fast frames and its end-of-utterance latency at `mflops`."""
+    from amc.model.corpus.audio_folder import load_wav
+    from amc.model.features import LogMel
+
+    _check_options(route, mflops)
+    files = [Path(f) for f in files]
+    if not files:
+        raise InputError("give at least one WAV file to transcribe")
+    waveforms = [load_wav(path) for path in files]          # every file checked before any work
+    model = load_model(model_path)
+    log_mel = LogMel(model.config.features)
+    results = []
+    for index, (path, waveform) in enumerate(zip(files, waveforms)):
+        data = FeatureSet([log_mel(waveform)], [""], [path.name])
+        trace = _evaluate(model, data, route, mflops, keep_traces=True, report=None)["traces"][0]
+        frames = max(1, len(trace["fast"]))
+        results.append({"file": str(path), "text": trace["hypothesis"],
+                        "fast_fraction": round(float(trace["fast"].sum()) / frames, 4),
+                        "latency_ms": round(float(trace["backlog_ms"][-1]) if len(trace["fast"]) else 0.0, 2)})
+        if report:
+            report("transcribe", index + 1, len(files))
+    return {"model": str(model_path) if model_path else "reference", "route": route, "results": results}
 
 
 def simulate_path(model_path, data_dir, mflops: float, route: str = "arbitrator", plot: Path | None = None,

@@ -29,6 +29,10 @@ class Utterance:
     """The line's other fields (voice, snr_db, split, ...)."""
 
 
+WAV_HEADER_MIN = 44
+"""Bytes of the smallest WAV header (RIFF, fmt and data chunk headers)."""
+
+
 @dataclass(frozen=True)
 class WavInfo:
     frames: int
@@ -57,6 +61,8 @@ def wav_info(path: Path, where: str | None = None) -> WavInfo:
         raise InputError(f"{where}: {path} has {info.channels} channels, expected mono")
     if info.sample_width != 2:
         raise InputError(f"{where}: {path} has {8 * info.sample_width}-bit samples, expected 16-bit PCM")
+    if Path(path).stat().st_size < WAV_HEADER_MIN + 2 * info.frames:
+        raise InputError(f"{where}: {path} is truncated: its header promises {info.frames} samples")
     return info
 
 
@@ -65,7 +71,10 @@ def load_wav(path: str | Path) -> np.ndarray:
     path = Path(path)
     wav_info(path)
     with wave.open(str(path), "rb") as w:
-        pcm = w.readframes(w.getnframes())
+        frames = w.getnframes()
+        pcm = w.readframes(frames)
+    if len(pcm) != 2 * frames:
+        raise InputError(f"{path} is truncated: its header promises {frames} samples, it holds {len(pcm) // 2}")
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
