@@ -57,6 +57,12 @@ def compile_summary(result: dict) -> list[str]:
                          f"({accuracy['cer_delta']:+.2f}) on {accuracy['utterances']} utterances at "
                          f"{accuracy['mflops']:g} MFLOP/s; fast frames {accuracy['float']['fast_fraction']:.1%} -> "
                          f"{accuracy['int8']['fast_fraction']:.1%}")
+        front = verification.get("frontend")
+        if front:
+            lines.append(f"  frontend frontend.bin: PCM -> frames in C; int8 input identical on "
+                         f"{front['int8_identical_fraction']:.3%} of values (at most {front['max_step_diff']} step)"
+                         + (f"; CER from PCM {front['cer_from_pcm']:.2f}% ({front['cer_delta']:+.2f})"
+                            if "cer_from_pcm" in front else ""))
         snr = ", ".join(f"{g} {v['snr_db']} dB" for g, v in verification["one_frame"].items())
         lines.append(f"           one-frame SNR against float: {snr}")
         timing = verification["timing"]
@@ -69,11 +75,12 @@ def compile_summary(result: dict) -> list[str]:
     target = result["target"]
     steps = [(f"amc inspect {bundle}", "what the bundle holds, weight map included"),
              (f"amc eval {bundle} --data DIR", "CER, fast fraction and latency on an audio folder"),
+             (f"amc transcribe {bundle} FILE.wav", "the text of a recording, PCM through the bundle"),
              (f"amc simulate {bundle} --data DIR --plot timeline.png", "the backlog, frame by frame"),
              (f"amc test --target {target} --bundle {bundle}", "run it on the emulated board"),
              (f"amc compile --target {target} --json", "the whole result, for scripts")]
     if target == "host":
-        steps.pop(3)
+        steps = [step for step in steps if not step[0].startswith("amc test")]
     width = max(len(command) for command, _ in steps)
     lines += ["  next"] + [f"    {command:<{width}}  {why}" for command, why in steps]
     return [line for line in lines if line]

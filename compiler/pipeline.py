@@ -1,5 +1,5 @@
-"""`compile_bundle`: checkpoint -> three int8 step graphs for one target and backend -> a
-verified bundle directory. The steps run top to bottom; each is named in the progress report."""
+"""`compile_bundle`: checkpoint -> three int8 step graphs for one target and backend, and the
+front end's tables -> a verified bundle directory. The steps run top to bottom; each is named in the progress report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from amc.common.errors import AmcError, InputError
 from amc.common.progress import Report, quiet
 from amc.compiler.manifest import SCHEMA, SCHEMA_VERSION, sha256_file, tool_versions, write_manifest
 from amc.compiler.split import DEFAULT_PASSES, GRAPHS, split_model
+from amc.runtime.frontend import BUNDLE_FILE as FRONTEND_FILE
+from amc.runtime.frontend import manifest_entry as frontend_entry
+from amc.runtime.frontend import table_bytes as frontend_tables
 from amc.targets.backends import get_backend
 from amc.targets.lowered import LoweredGraph
 from amc.targets.step_graph import StepGraph
@@ -121,6 +124,9 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
             "passes": steps[graph].passes_applied, "ops": low.ops,
             "memory": {"state_bytes": 0, **low.extra.get("memory", {})},
         }
+    # the front end's tables, for the C front end every device runs on PCM (device/frontend)
+    tables = frontend_tables(model.config.features)
+    (staging / FRONTEND_FILE).write_bytes(tables)
     problems = weight_map.check(entries, files)
     if problems:
         raise AmcError(f"weight map does not match the files: {problems[0]}")
@@ -140,7 +146,7 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
         for graph in GRAPHS:
             graphs[graph]["memory"]["arena_bytes"] = mcu["arena_bytes"][graph]
         tflite_micro.check_budget(preset, mcu)
-        tflite_micro.write_c_sources(staging, {g: files[graphs[g]["file"]] for g in GRAPHS}, mcu, state)
+        tflite_micro.write_c_sources(staging, {g: files[graphs[g]["file"]] for g in GRAPHS}, mcu, state, tables)
         report("tflite-micro arena", 1, 1)
 
     manifest = {
@@ -151,6 +157,7 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
         "passes": list(passes),
         "state": state,
         "graphs": graphs,
+        "frontend": frontend_entry(model.config.features, tables),
         "weight_map": entries,
     }
     if mcu:
@@ -198,6 +205,9 @@ def _verify(staging: Path, model, preset, backend: str, micro: bool, calibration
                                       else audio.calibration)
     report("verify: CER", 0, 1)
     out["accuracy"] = verify.accuracy(model, bundle, audio.verification, preset.mflops)
+    report("verify: front end", 0, 1)
+    out["frontend"] = verify.frontend(staging, bundle, audio.verification, preset.mflops,
+                                      out["accuracy"].get("int8", {}).get("cer"))
     report("verify: timing", 0, 1)
     out["timing"] = verify.timing(bundle, samples)
     chosen = get_backend(backend)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from amc.common.errors import InputError
 from amc.model.evaluate import backlog_trace, evaluate_bundle, evaluate_model
@@ -48,23 +49,35 @@ def evaluate_path(model_path, data_dir, route: str = "arbitrator", mflops: float
     return result
 
 
+def _front_end(model):
+    """PCM -> frames as the model's device computes them: a bundle's own front end (the C, on its
+    tables), a checkpoint's training features (LogMel)."""
+    from amc.runtime.frontend import CFrontEnd
+
+    if hasattr(model, "slow_step") and "frontend" in model.manifest:
+        front = CFrontEnd.from_tables((model.path / model.manifest["frontend"]["file"]).read_bytes())
+        return front.frames
+    from amc.model.features import LogMel
+    log_mel = LogMel(model.config.features)
+    return lambda pcm: log_mel(pcm.astype(np.float32) / 32768.0).numpy()
+
+
 def transcribe_path(model_path, files: list[Path], route: str = "arbitrator", mflops: float | None = None,
                     report=None) -> dict:
     """Text of each WAV file (16 kHz mono 16-bit PCM), streamed frame by frame as on a device,
     with its share of fast frames and its end-of-utterance latency at `mflops`."""
-    from amc.model.corpus.audio_folder import load_wav
-    from amc.model.features import LogMel
+    from amc.runtime.frontend import pcm_of
 
     _check_options(route, mflops)
     files = [Path(f) for f in files]
     if not files:
         raise InputError("give at least one WAV file to transcribe")
-    waveforms = [load_wav(path) for path in files]          # every file checked before any work
+    recordings = [pcm_of(path) for path in files]           # every file checked before any work
     model = load_model(model_path)
-    log_mel = LogMel(model.config.features)
+    frames_of = _front_end(model)
     results = []
-    for index, (path, waveform) in enumerate(zip(files, waveforms)):
-        data = FeatureSet([log_mel(waveform)], [""], [path.name])
+    for index, (path, pcm) in enumerate(zip(files, recordings)):
+        data = FeatureSet([torch.from_numpy(frames_of(pcm))], [""], [path.name])
         trace = _evaluate(model, data, route, mflops, keep_traces=True, report=None)["traces"][0]
         frames = max(1, len(trace["fast"]))
         results.append({"file": str(path), "text": trace["hypothesis"],

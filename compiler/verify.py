@@ -155,3 +155,31 @@ def verification_samples(model: BranchedEncoder, audio: Audio, calibration_input
 
     held_out = gather(model, audio.features[:8], mflops=mflops, max_samples=ONE_FRAME_SAMPLES, seed=1)
     return held_out.inputs
+
+
+def frontend(bundle_dir: Path, bundle, audio: Audio, mflops: float, host_cer: float | None) -> dict:
+    """The bundle's front end (the C every device runs, on its table file) against the host's
+    training features, on the verification audio: the int8 `features` input of each graph
+    identical or how many steps apart, and the int8 CER from PCM against `host_cer`, the int8
+    CER from host features."""
+    from amc.model.evaluate import evaluate_bundle
+    from amc.model.feature_set import FeatureSet
+    from amc.runtime.frontend import CFrontEnd, compare_frames, pcm_of
+
+    front = CFrontEnd.from_tables((Path(bundle_dir) / bundle.manifest["frontend"]["file"]).read_bytes())
+    device = [front.frames(pcm_of(path)) for path in audio.files]
+    host = [np.asarray(f) for f in audio.features]
+    graphs = {}
+    for graph, entry in bundle.manifest["graphs"].items():
+        features = next(t for t in entry["inputs"] if t["name"] == "features")
+        graphs[graph] = compare_frames(device, host, features["scale"], features["zero_point"])
+    out = {"graphs": graphs,
+           "int8_identical_fraction": min(g["int8_identical_fraction"] for g in graphs.values()),
+           "max_step_diff": max(g["max_step_diff"] for g in graphs.values()),
+           "max_abs_diff": max(g["max_abs_diff"] for g in graphs.values())}
+    if audio.files and host_cer is not None:
+        from_pcm = evaluate_bundle(bundle, FeatureSet([torch.from_numpy(d) for d in device], list(audio.texts),
+                                                      list(audio.files)), route="arbitrator", mflops=mflops)
+        out |= {"cer_from_pcm": from_pcm["cer"], "cer_from_host_features": host_cer,
+                "cer_delta": round(from_pcm["cer"] - host_cer, 3)}
+    return out

@@ -212,3 +212,55 @@ class CFrontEnd:
 def c_log(x: float) -> float:
     """The front end's natural log (amc_frontend_log) of one float32."""
     return _library().amc_frontend_log(x)
+
+
+# ---- the front end in a bundle ---------------------------------------------------------------
+
+BUNDLE_FILE = "frontend.bin"
+
+
+def manifest_entry(config: FeatureConfig, tables: bytes) -> dict:
+    """What a bundle's manifest says of its front end: the table file and the C that reads it,
+    what goes in (PCM) and what comes out (the frames every graph's `features` input takes)."""
+    import hashlib
+    return {
+        "file": BUNDLE_FILE, "bytes": len(tables), "sha256": hashlib.sha256(tables).hexdigest(),
+        "implementation": "device/frontend/amc_frontend.c (C99; the same code on the host, the Pis and the MCUs)",
+        "input": {"dtype": "int16", "sample_rate": config.sample_rate, "channels": 1,
+                  "layout": "PCM S16_LE mono, any chunking"},
+        "output": {"name": "features", "dtype": "float32", "shape": [1, config.frame_dim],
+                   "every_ms": config.frame_ms, "rows": config.stack, "row_ms": config.hop_ms},
+        "features": asdict(config),
+    }
+
+
+def pcm_of(path: Path | str) -> np.ndarray:
+    """The int16 samples of a WAV file amc takes (16 kHz mono 16-bit; checked)."""
+    from amc.model.corpus.audio_folder import load_wav
+    return np.round(load_wav(path) * 32768.0).astype(np.int16)
+
+
+def quantize(frames: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Frames as the first graph's int8 `features` input holds them."""
+    return np.clip(np.round(frames / scale) + zero_point, -128, 127).astype(np.int16)
+
+
+def compare_frames(device: list[np.ndarray], host: list[np.ndarray], scale: float, zero_point: int) -> dict:
+    """Device (C) frames against host (training) frames, utterance by utterance: float difference
+    and how many int8 input values differ, in quantization steps."""
+    values = identical = worst = 0
+    max_abs = 0.0
+    for d, h in zip(device, host):
+        h = np.asarray(h, np.float32)
+        if d.shape != h.shape:
+            raise AmcError(f"the front end made {d.shape[0]} frames where the host made {h.shape[0]}")
+        if not d.size:
+            continue
+        steps = np.abs(quantize(d, scale, zero_point) - quantize(h, scale, zero_point))
+        values += steps.size
+        identical += int((steps == 0).sum())
+        worst = max(worst, int(steps.max()))
+        max_abs = max(max_abs, float(np.abs(d - h).max()))
+    return {"utterances": len(device), "values": values,
+            "int8_identical_fraction": round(identical / max(1, values), 6),
+            "max_step_diff": worst, "max_abs_diff": max_abs, "scale": scale, "zero_point": zero_point}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -51,8 +52,17 @@ def test_executorch_bundle(executorch_bundle):
     result = executorch_bundle
     _check_bundle(result)
     files = sorted(p.name for p in __import__("pathlib").Path(result["bundle"]).iterdir())
-    assert files == ["arbitrator.pte", "fast.pte", "manifest.json", "report.json", "report.md", "slow.pte"]
+    assert files == ["arbitrator.pte", "fast.pte", "frontend.bin", "manifest.json", "report.json", "report.md",
+                     "slow.pte"]
     manifest = json.loads((__import__("pathlib").Path(result["bundle"]) / "manifest.json").read_text())
+    front = manifest["frontend"]
+    tables = (__import__("pathlib").Path(result["bundle"]) / front["file"]).read_bytes()
+    assert front["sha256"] == hashlib.sha256(tables).hexdigest() and front["input"]["dtype"] == "int16"
+    assert front["output"]["shape"] == [1, manifest["graphs"]["slow"]["inputs"][0]["shape"][1]]
+    # the device's frames feed every graph's int8 input as the host's do: the compile's own check
+    checked = result["verification"]["frontend"]
+    assert checked["int8_identical_fraction"] >= 0.999 and checked["max_step_diff"] <= 1, checked
+    assert abs(checked["cer_delta"]) <= 0.1 + 1e-9, checked
     for tensor in ("h", "c"):       # same state quantization at every boundary of fast and slow
         pairs = {(t["scale"], t["zero_point"]) for g in ("fast", "slow")
                  for t in manifest["graphs"][g]["inputs"] + manifest["graphs"][g]["outputs"]
