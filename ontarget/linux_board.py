@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.common.progress import quiet
@@ -22,11 +23,13 @@ from amc.ontarget.recording import (
     load_utterances,
     compare_outputs,
     compare_streams,
+    default_data,
     host_outputs,
     make_weight_update,
     record_graph_inputs,
     resolve_bundle,
 )
+from amc.model.feature_set import FeatureSet
 from amc.targets.presets import Target
 
 # ---- the board -------------------------------------------------------------------------------------
@@ -86,6 +89,22 @@ class Board:
         return parse_stream(self.run_bundle_tool(["stream", bundle, features, "--mflops", repr(float(mflops))],
                                                  "streaming"))
 
+    hears_audio = True
+    """The board computes its own frames from PCM (amc-runner's C front end)."""
+
+    def transcribe(self, bundle: Path, wavs: list[Path], mflops: float) -> list[dict]:
+        from amc.targets.amc_runner import parse_stream
+
+        return parse_stream(self.run_bundle_tool(["transcribe", bundle, *wavs, "--mflops", repr(float(mflops))],
+                                                 "transcribing"))
+
+    def frames(self, bundle: Path, wavs: list[Path], work: Path) -> list[np.ndarray]:
+        from amc.targets.amc_runner import read_features
+
+        out = work / "board-frames.amcf"
+        self.run_bundle_tool(["features", bundle, *wavs, out], "front end")
+        return read_features(out)
+
 
 class LiteRtBoard(Board):
     """A Linux board preset under qemu-user that runs TFLite bundles with ai-edge-litert's aarch64
@@ -104,6 +123,9 @@ class LiteRtBoard(Board):
         report(f"Python and ai-edge-litert for {target.name}", 1, 1)
         self.library_path = []
         self.runtime = self.python.description
+
+    hears_audio = False
+    """The board's Python is fed the host's frames (its front end is not built in yet)."""
 
     def run_bundle_tool(self, args: list, what: str, timeout: float = 900) -> str:
         return _checked(self.target, self.python.run("tflite_board.py", args, timeout=timeout), what)
@@ -175,6 +197,34 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
 
 # ---- the whole test -------------------------------------------------------------------------------
 
+def audio_files(data: Path | str | None, report=quiet) -> list[Path]:
+    """The WAV files of the audio folder the harness streams (default: the calibration corpus's test split)."""
+    from amc.model.corpus.audio_folder import read_audio_folder
+
+    return [Path(u.path) for u in read_audio_folder(Path(data) if data is not None else default_data(report))]
+
+
+def frontend_check(bundle, wavs: list[Path], board_frames: list[np.ndarray],
+                   training_frames: list[np.ndarray]) -> dict:
+    """The board's frames against the host build of the same C front end (equal to the bit, or
+    not) and against the training features (each graph's int8 `features` input, in quantization
+    steps). `host_frames`: the host C's frames, what `amc transcribe` streams on the host."""
+    from amc.runtime.frontend import CFrontEnd, compare_frames, pcm_of
+
+    front = CFrontEnd.from_tables((Path(bundle.path) / bundle.manifest["frontend"]["file"]).read_bytes())
+    host_frames = [front.frames(pcm_of(path)) for path in wavs]
+    equal = len(host_frames) == len(board_frames) and all(
+        h.shape == b.shape and h.tobytes() == b.tobytes() for h, b in zip(host_frames, board_frames))
+    steps = {}
+    for graph, entry in bundle.manifest["graphs"].items():
+        features = next(t for t in entry["inputs"] if t["name"] == "features")
+        steps[graph] = compare_frames(board_frames, training_frames, features["scale"], features["zero_point"])
+    return {"board_equals_host_c": bool(equal),
+            "max_step_diff": max(g["max_step_diff"] for g in steps.values()),
+            "int8_identical_fraction": min(g["int8_identical_fraction"] for g in steps.values()),
+            "graphs": steps, "host_frames": [torch.from_numpy(f) for f in host_frames]}
+
+
 def test_linux_board(target: Target, bundle: Path | str | None, backend: str | None, data: Path | str | None,
                      settings: Settings, report=quiet) -> dict:
     """Steps 1-6 for a Linux board (amc.ontarget.harness); returns the figures."""
@@ -215,12 +265,21 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
             exact = compare_outputs(host_bundle.manifest, board.host_outputs(bundle, recording.inputs, exact=True),
                                     board.run_graphs(bundle, recording.inputs, work, exact=True))
             report("graphs on the board, reference kernels", 1, 1)
-        # 5. streaming end to end
+        # 5. streaming end to end: WAV audio in, where the board has the front end
         from amc.model.evaluate import evaluate_bundle
+        front = None
         report("stream on the board", 0, 1)
-        streamed = board.stream(bundle, utterances, mflops, work)
+        if board.hears_audio:
+            wavs = audio_files(data, report)[:count]
+            streamed = board.transcribe(bundle, wavs, mflops)
+            front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances)
+            heard = front.pop("host_frames")           # what `amc transcribe` computes on the host
+        else:
+            streamed = board.stream(bundle, utterances, mflops, work)
+            heard = features.subset(range(count)).features
         report("stream on the board", 1, 1)
-        host = evaluate_bundle(host_bundle, features.subset(range(count)), mflops=mflops, keep_traces=True)["traces"]
+        host = evaluate_bundle(host_bundle, FeatureSet(list(heard), features.texts[:count], features.files[:count]),
+                               mflops=mflops, keep_traces=True)["traces"]
         streaming = compare_streams(host, streamed)
         # 6. the patch, applied on the board
         patch = None
@@ -241,6 +300,9 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
         "max_int8_step_diff": graphs["max_int8_step_diff"],
         "graphs": graphs["graphs"],
         "utterances": count, "frames": streaming["frames"], "mflops": mflops,
+        "audio_in": board.hears_audio,
+        "frontend_max_step_diff": front["max_step_diff"] if front else None,
+        "frontend": front,
         "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
         "route_frames_differing": streaming["route_frames_differing"],
         "max_latency_diff_ms": streaming["max_latency_diff_ms"],
@@ -253,6 +315,7 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
         result["reference_kernels"] = {"outputs_compared": exact["outputs_compared"],
                                        "max_int8_step_diff": exact["max_int8_step_diff"], "graphs": exact["graphs"]}
     result["ok"] = bool(result["max_int8_step_diff"] <= 1.0 and result["transcripts_equal"]
+                        and (front is None or front["board_equals_host_c"])
                         and result["routes_equal"] and result["patched_equal"] is not False
                         and (exact is None or exact["max_int8_step_diff"] == 0.0))
     return result

@@ -97,6 +97,21 @@ def write_features(path: Path, utterances: list[np.ndarray]) -> Path:
     return path
 
 
+def read_features(path: Path) -> list[np.ndarray]:
+    """An AMCF file (what `amc-runner features` writes) -> one (frames, frame_dim) array an utterance."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"AMCF" or len(data) < 16:
+        raise AmcError(f"{path}: not an AMCF file")
+    _, frame_dim, count = struct.unpack_from("<III", data, 4)
+    at, out = 16, []
+    for _ in range(count):
+        (frames,) = struct.unpack_from("<I", data, at)
+        size = 4 * frames * frame_dim
+        out.append(np.frombuffer(data, "<f4", frames * frame_dim, at + 4).reshape(frames, frame_dim).copy())
+        at += 4 + size
+    return out
+
+
 # ---- AMCR: records of tensors, in the format the board script defines (numpy only) --------------
 
 def write_records(path: Path, records: list[list[np.ndarray]]) -> Path:

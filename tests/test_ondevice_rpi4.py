@@ -111,6 +111,43 @@ def test_rpi4_graphs_streaming_and_patch_match_the_host(rpi4_bundle):
     assert "skipped" not in result["patch"], result["patch"]          # amc-patch for rpi4 is built
     assert result["patched_equal"] is True
     assert result["patch"]["outputs_changed"] and result["patch"]["files_equal"]
+    # WAV audio in: the board's C front end made the frames, to the bit of the host's build
+    assert result["audio_in"] is True and result["frontend"]["board_equals_host_c"]
+    assert result["frontend_max_step_diff"] <= 1 and result["frontend"]["int8_identical_fraction"] >= 0.999
+
+
+@pytest.mark.cross
+def test_rpi4_runner_transcribes_files_and_listens_to_stdin_as_the_host_does(rpi4_bundle, tmp_path):
+    """`amc-runner transcribe` on the board prints what `amc transcribe` prints on the host;
+    `listen` on raw PCM from stdin gives the same final text, its partial texts growing to it."""
+    import wave
+
+    from amc.compiler.scoring import transcribe_path
+    from amc.ontarget.linux_board import Board, audio_files
+    from amc.targets.amc_runner import parse_stream
+    from amc.targets.presets import get_target
+    from amc.targets.qemu import run_on_board
+
+    bundle, audio = rpi4_bundle
+    wavs = audio_files(audio)[:3]
+    host = transcribe_path(bundle, wavs)["results"]
+    board = Board(get_target("rpi4"))
+    streamed = parse_stream(board.run_bundle_tool(["transcribe", bundle, *wavs], "transcribing"))
+    assert [u["text"] for u in streamed] == [r["text"] for r in host]
+    assert [round(u["fast_frames"] / max(1, u["frames"]), 4) for u in streamed] == [r["fast_fraction"] for r in host]
+    with wave.open(str(wavs[0]), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    result = run_on_board(board.target, board.runner.program, ["listen", bundle, "-"], board.library_path, stdin=pcm)
+    lines = result.stdout.decode().splitlines()
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    partials = [line[len("partial "):] for line in lines if line.startswith("partial ")]
+    final = next(line.split(" ", 2)[2] if line.count(" ") >= 2 else "" for line in lines if line.startswith("text 0"))
+    assert final == host[0]["text"]
+    assert all(b.startswith(a) for a, b in zip(partials, partials[1:])) and (not partials or partials[-1] == final)
+    assert any(line.startswith("listen ") and "board_latency_ms=" in line for line in lines)
+    bad = run_on_board(board.target, board.runner.program, ["transcribe", bundle, str(tmp_path / "none.wav")],
+                       board.library_path)
+    assert bad.returncode == 2 and b"cannot open audio file" in bad.stderr
 
 
 @pytest.mark.cross

@@ -1,5 +1,14 @@
 // amc-runner: the device-side streaming runner of amc bundles.
 //
+//   amc-runner transcribe BUNDLE FILE.wav... [--mflops X] [--threshold P] [--route arbitrator|slow|fast]
+//       PCM through the bundle's front end (frontend.bin, the C front end) and graphs: per file the
+//       lines `stream` prints. WAV files must be 16 kHz, mono, 16-bit PCM.
+//   amc-runner listen BUNDLE - [options as transcribe]
+//       Raw S16_LE mono 16 kHz PCM from stdin (`arecord -f S16_LE -r 16000 -c 1 -t raw | ...`),
+//       transcribed frame by frame as the samples arrive: `partial TEXT` lines, then the final
+//       lines and `listen ... board_latency_ms=...` (end of input to final text, this board's clock).
+//   amc-runner features BUNDLE FILE.wav... OUT.amcf
+//       The frames the board's front end makes, as AMCF.
 //   amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route arbitrator|slow|fast]
 //       FEATURES is an AMCF file or '-' (stdin, read frame by frame as it arrives). Prints, per
 //       utterance: its frame count, fast frames and end-of-utterance latency, the route of every
@@ -34,11 +43,6 @@
 
 namespace amc {
 namespace {
-
-class BadInput : public RunnerError {
- public:
-  using RunnerError::RunnerError;
-};
 
 struct Reader {
   FILE* file;
@@ -81,34 +85,62 @@ void check_target(const Bundle& bundle, bool any_target) {
                    AMC_RUNNER_TARGET + "' (recompile with amc compile --target " AMC_RUNNER_TARGET ")");
 }
 
-int stream(int argc, char** argv) {
-  if (argc < 4) throw BadInput("usage: amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route R]");
-  std::string features = argv[3];
+// The options of stream, transcribe and listen, after BUNDLE and the input.
+struct StreamOptions {
   double mflops = 0.0, threshold = -1.0;
   Route route = Route::Arbitrator;
   bool any_target = false;
-  for (int i = 4; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "--any-target") {
-      any_target = true;
-      continue;
+
+  StreamOptions(int argc, char** argv, int first) {
+    for (int i = first; i < argc; ++i) {
+      std::string flag = argv[i];
+      if (flag == "--any-target") {
+        any_target = true;
+        continue;
+      }
+      if (i + 1 >= argc) throw BadInput(flag + ": missing value");
+      std::string value = argv[++i];
+      if (flag == "--mflops") mflops = std::stod(value);
+      else if (flag == "--threshold") threshold = std::stod(value);
+      else if (flag == "--route") {
+        if (value == "arbitrator") route = Route::Arbitrator;
+        else if (value == "slow") route = Route::Slow;
+        else if (value == "fast") route = Route::Fast;
+        else throw BadInput("--route: arbitrator, slow or fast");
+      } else throw BadInput("unknown option " + flag);
     }
-    if (i + 1 >= argc) throw BadInput(flag + ": missing value");
-    std::string value = argv[++i];
-    if (flag == "--mflops") mflops = std::stod(value);
-    else if (flag == "--threshold") threshold = std::stod(value);
-    else if (flag == "--route") {
-      if (value == "arbitrator") route = Route::Arbitrator;
-      else if (value == "slow") route = Route::Slow;
-      else if (value == "fast") route = Route::Fast;
-      else throw BadInput("--route: arbitrator, slow or fast");
-    } else throw BadInput("unknown option " + flag);
   }
+  // The bundle's defaults where no option was given; the per-frame costs at that speed.
+  CostsMs settle(const Bundle& bundle) {
+    check_target(bundle, any_target);
+    if (mflops <= 0.0) mflops = bundle.nominal_mflops;
+    if (threshold < 0.0) threshold = bundle.route_threshold;
+    return costs_ms(bundle, mflops);
+  }
+};
+
+void print_utterance(uint32_t index, const UtteranceResult& result) {
+  size_t fast = 0;
+  std::string routes;
+  for (bool f : result.fast) {
+    fast += f;
+    routes += f ? 'F' : 'S';
+  }
+  std::printf("utterance %u frames=%zu fast_frames=%zu latency_ms=%.6f\n", index, result.fast.size(), fast,
+              result.latency_ms);
+  std::printf("routes %u %s\n", index, routes.c_str());
+  std::printf("text %u %s\n", index, result.text.c_str());
+  std::fflush(stdout);
+}
+
+int stream(int argc, char** argv) {
+  if (argc < 4) throw BadInput("usage: amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route R]");
+  std::string features = argv[3];
+  StreamOptions options(argc, argv, 4);
   Bundle bundle(argv[2]);
-  check_target(bundle, any_target);
-  if (mflops <= 0.0) mflops = bundle.nominal_mflops;
-  if (threshold < 0.0) threshold = bundle.route_threshold;
-  CostsMs costs = costs_ms(bundle, mflops);
+  CostsMs costs = options.settle(bundle);
+  double mflops = options.mflops, threshold = options.threshold;
+  Route route = options.route;
 
   FILE* file = features == "-" ? stdin : std::fopen(features.c_str(), "rb");
   if (!file) throw BadInput(features + ": cannot open");
@@ -130,23 +162,115 @@ int stream(int argc, char** argv) {
       return true;
     };
     UtteranceResult result = stream_utterance(bundle, next, costs, route, threshold);
-    size_t fast = 0;
-    std::string routes;
-    for (bool f : result.fast) {
-      fast += f;
-      routes += f ? 'F' : 'S';
-    }
     total_frames += result.fast.size();
-    fast_frames += fast;
-    std::printf("utterance %u frames=%zu fast_frames=%zu latency_ms=%.6f\n", u, result.fast.size(), fast,
-                result.latency_ms);
-    std::printf("routes %u %s\n", u, routes.c_str());
-    std::printf("text %u %s\n", u, result.text.c_str());
-    std::fflush(stdout);
+    for (bool f : result.fast) fast_frames += f;
+    print_utterance(u, result);
   }
   if (file != stdin) std::fclose(file);
   std::printf("summary target=%s backend=%s utterances=%u frames=%zu fast_frames=%zu mflops=%.3f threshold=%.6f\n",
               bundle.target.c_str(), bundle.backend.c_str(), utterances, total_frames, fast_frames, mflops, threshold);
+  return 0;
+}
+
+// Frames of one recording, in order, as the front end makes them.
+std::function<bool(std::vector<float>&)> frames_of(FrontEnd& front) {
+  return [&front](std::vector<float>& frame) {
+    if (front.ready.empty()) return false;
+    frame = std::move(front.ready.front());
+    front.ready.pop_front();
+    return true;
+  };
+}
+
+int transcribe(int argc, char** argv) {
+  if (argc < 4) throw BadInput("usage: amc-runner transcribe BUNDLE FILE.wav... [--mflops X] [--threshold P] [--route R]");
+  int first_option = 3;
+  while (first_option < argc && argv[first_option][0] != '-') ++first_option;
+  StreamOptions options(argc, argv, first_option);
+  std::vector<std::vector<int16_t>> recordings;
+  for (int i = 3; i < first_option; ++i) recordings.push_back(read_wav(argv[i]));  // all checked first
+  Bundle bundle(argv[2]);
+  CostsMs costs = options.settle(bundle);
+  FrontEnd front(bundle);
+  for (size_t u = 0; u < recordings.size(); ++u) {
+    front.reset();
+    front.push(recordings[u].data(), recordings[u].size());
+    print_utterance(static_cast<uint32_t>(u), stream_utterance(bundle, frames_of(front), costs, options.route,
+                                                               options.threshold));
+  }
+  return 0;
+}
+
+// Raw S16_LE mono 16 kHz PCM from stdin (as `arecord -f S16_LE -r 16000 -c 1 -t raw` writes it),
+// transcribed as it arrives: a `partial` line whenever the decoded text grows, the final text at
+// the end of the stream, and the end-of-utterance latency on this board's clock (end of input to
+// final text) beside the simulated backlog.
+int listen(int argc, char** argv) {
+  if (argc < 4 || std::string(argv[3]) != "-")
+    throw BadInput("usage: amc-runner listen BUNDLE - [--mflops X] [--threshold P] [--route R]");
+  StreamOptions options(argc, argv, 4);
+  Bundle bundle(argv[2]);
+  CostsMs costs = options.settle(bundle);
+  FrontEnd front(bundle);
+  const size_t chunk = 480;  // 30 ms: one frame's worth
+  std::vector<int16_t> pcm(chunk);
+  std::chrono::steady_clock::time_point input_ended;
+  bool ended = false;
+  auto next = [&](std::vector<float>& frame) {
+    while (front.ready.empty() && !ended) {
+      uint8_t raw[2 * chunk];
+      size_t got = std::fread(raw, 1, sizeof raw, stdin);
+      size_t samples = got / 2;
+      for (size_t i = 0; i < samples; ++i) pcm[i] = static_cast<int16_t>(raw[2 * i] | raw[2 * i + 1] << 8);
+      if (samples) front.push(pcm.data(), samples);
+      if (got < sizeof raw && (std::feof(stdin) || std::ferror(stdin))) {
+        ended = true;
+        input_ended = std::chrono::steady_clock::now();
+      }
+    }
+    return frames_of(front)(frame);
+  };
+  std::string shown;
+  auto partial = [&](const std::vector<int>& best) {
+    std::string text = greedy_decode(best, bundle.vocabulary);
+    if (text != shown) {
+      shown = text;
+      std::printf("partial %s\n", text.c_str());
+      std::fflush(stdout);
+    }
+  };
+  UtteranceResult result = stream_utterance(bundle, next, costs, options.route, options.threshold, partial);
+  if (!ended) input_ended = std::chrono::steady_clock::now();
+  print_utterance(0, result);
+  double board_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - input_ended).count();
+  std::printf("listen frames=%zu board_latency_ms=%.3f simulated_latency_ms=%.3f mflops=%.3f\n", result.fast.size(),
+              board_ms, result.latency_ms, options.mflops);
+  return 0;
+}
+
+// The frames the board's front end makes of WAV files, as an AMCF file (for checking them
+// against the host's).
+int features(int argc, char** argv) {
+  if (argc < 5) throw BadInput("usage: amc-runner features BUNDLE FILE.wav... OUT.amcf");
+  std::vector<std::vector<int16_t>> recordings;
+  for (int i = 3; i < argc - 1; ++i) recordings.push_back(read_wav(argv[i]));
+  Bundle bundle(argv[2]);
+  FrontEnd front(bundle);
+  FILE* out_file = std::fopen(argv[argc - 1], "wb");
+  if (!out_file) throw BadInput(std::string(argv[argc - 1]) + ": cannot create");
+  Writer out{out_file};
+  out.write("AMCF", 4);
+  out.u32(1);
+  out.u32(static_cast<uint32_t>(bundle.frame_dim));
+  out.u32(static_cast<uint32_t>(recordings.size()));
+  for (const auto& pcm : recordings) {
+    front.reset();
+    front.push(pcm.data(), pcm.size());
+    out.u32(static_cast<uint32_t>(front.ready.size()));
+    for (const auto& frame : front.ready) out.write(frame.data(), frame.size() * sizeof(float));
+  }
+  if (std::fclose(out_file) != 0) throw RunnerError(std::string(argv[argc - 1]) + ": write failed");
+  std::printf("features utterances=%zu frame_dim=%zu\n", recordings.size(), bundle.frame_dim);
   return 0;
 }
 
@@ -292,10 +416,13 @@ int main(int argc, char** argv) {
   std::string command = argc > 1 ? argv[1] : "";
   try {
     if (command == "stream") return amc::stream(argc, argv);
+    if (command == "transcribe") return amc::transcribe(argc, argv);
+    if (command == "listen") return amc::listen(argc, argv);
+    if (command == "features") return amc::features(argc, argv);
     if (command == "graph") return amc::graph(argc, argv);
     if (command == "info") return amc::info(argc, argv);
     if (command == "bench") return amc::bench(argc, argv);
-    std::fprintf(stderr, "usage: amc-runner stream|graph|info|bench BUNDLE ...\n");
+    std::fprintf(stderr, "usage: amc-runner transcribe|listen|stream|features|graph|info|bench BUNDLE ...\n");
     return 2;
   } catch (const amc::BadInput& error) {
     std::fprintf(stderr, "amc-runner: error: %s\n", error.what());

@@ -1,4 +1,4 @@
-// amc-runner: streams frames of features through a compiled amc bundle on a Linux board.
+// amc-runner: streams audio, or frames of features, through a compiled amc bundle on a Linux board.
 //
 // One graph runtime sits behind `StepGraph` (ExecuTorch here, LiteRT where it is built in);
 // the bundle, the routing rule and the backlog are the same whichever runtime runs the graphs.
@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -14,11 +16,21 @@
 
 #include "json.hpp"
 
+extern "C" {
+#include "amc_frontend.h"
+}
+
 namespace amc {
 
 class RunnerError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// Input the user can fix (a file, an option): exit status 2.
+class BadInput : public RunnerError {
+ public:
+  using RunnerError::RunnerError;
 };
 
 enum class DType : uint8_t { Float32 = 0, Int8 = 1, Int16 = 2 };
@@ -97,6 +109,26 @@ struct CostsMs {
 };
 CostsMs costs_ms(const Bundle& bundle, double mflops_per_s);
 
+// The samples of a WAV file: 16 kHz, mono, 16-bit PCM, or a one-line BadInput saying what it is.
+std::vector<int16_t> read_wav(const std::string& path);
+
+// PCM in, the bundle's frames out: the C front end (device/frontend) on the bundle's frontend.bin,
+// the same code and tables the host and the microcontrollers run.
+class FrontEnd {
+ public:
+  explicit FrontEnd(const Bundle& bundle);
+  FrontEnd(const FrontEnd&) = delete;
+  FrontEnd& operator=(const FrontEnd&) = delete;
+  void push(const int16_t* pcm, size_t n);  // complete frames go to `ready`
+  void reset();                             // a new utterance
+  std::deque<std::vector<float>> ready;
+
+ private:
+  static void on_frame(void* self, const float* frame, size_t frame_dim);
+  std::vector<uint8_t> tables_;
+  amc_frontend_t state_;
+};
+
 struct UtteranceResult {
   std::vector<bool> fast;          // route of each frame
   std::vector<double> backlog_ms;  // backlog seen before each frame
@@ -106,10 +138,12 @@ struct UtteranceResult {
 
 enum class Route { Arbitrator, Slow, Fast };
 
-// Streams one utterance: `next_frame` fills a frame of frame_dim floats and returns false at the end.
+// Streams one utterance: `next_frame` fills a frame of frame_dim floats and returns false at the end;
+// `on_step`, when given, sees the best label of every frame so far (for partial transcripts).
+using StepObserver = std::function<void(const std::vector<int>& best_labels)>;
 template <typename NextFrame>
 UtteranceResult stream_utterance(Bundle& bundle, NextFrame next_frame, const CostsMs& costs, Route route,
-                                 double threshold);
+                                 double threshold, const StepObserver& on_step = nullptr);
 
 std::string greedy_decode(const std::vector<int>& best_labels, const std::vector<std::string>& vocabulary);
 int argmax(const std::vector<float>& values);
@@ -120,7 +154,7 @@ double advance_backlog(double backlog_ms, double cost_ms, double frame_ms);
 
 template <typename NextFrame>
 UtteranceResult stream_utterance(Bundle& bundle, NextFrame next_frame, const CostsMs& costs, Route route,
-                                 double threshold) {
+                                 double threshold, const StepObserver& on_step) {
   UtteranceResult out;
   std::vector<float> frame(bundle.frame_dim), h(bundle.state_dim, 0.0f), c(bundle.state_dim, 0.0f);
   std::vector<float> backlog_input(1);
@@ -142,6 +176,7 @@ UtteranceResult stream_utterance(Bundle& bundle, NextFrame next_frame, const Cos
     out.fast.push_back(go_fast);
     out.backlog_ms.push_back(backlog);
     backlog = advance_backlog(backlog, cost + (go_fast ? costs.fast : costs.slow), bundle.frame_ms);
+    if (on_step) on_step(best);
   }
   out.latency_ms = out.backlog_ms.empty() ? 0.0 : out.backlog_ms.back();
   out.text = greedy_decode(best, bundle.vocabulary);
