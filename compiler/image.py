@@ -10,6 +10,7 @@ Linux boards (rpi4):
     usr/include/amc/amc_patch.h ...     their headers
     usr/libexec/amc/amc-apply-pending   boot step: resume a half-applied patch, apply a pending one
     lib/systemd/system/amc-patch.service   oneshot unit running it before amc-runner users start
+    lib/systemd/system/amc-listen.service  transcribes the microphone (arecord | amc-runner listen); not enabled
     etc/init.d/S40amc-patch             the same for SysV-init / BusyBox images
     etc/amc/keys/<fingerprint>.pub      the keyring: the Ed25519 public keys patches may be signed with
     var/lib/amc/model/                  the bundle (writable: patches apply to it in place)
@@ -171,13 +172,15 @@ def _linux_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes]
     boot = device_sources("boot")
     files["usr/libexec/amc/amc-apply-pending"] = ((boot / "amc-apply-pending").read_bytes(), EXECUTABLE)
     files["lib/systemd/system/amc-patch.service"] = ((boot / "amc-patch.service").read_bytes(), REGULAR)
+    files["lib/systemd/system/amc-listen.service"] = ((boot / "amc-listen.service").read_bytes(), REGULAR)
     files["etc/init.d/S40amc-patch"] = ((boot / "S40amc-patch").read_bytes(), EXECUTABLE)
     return files
 
 
 def _bundle_files(bundle: Path, manifest: dict) -> list[str]:
-    """The graph files and manifest.json (not reports, not a patch journal)."""
-    names = sorted({manifest["graphs"][g]["file"] for g in ("fast", "slow", "arbitrator")} | {"manifest.json"})
+    """The graph files, the front end's tables and manifest.json (not reports, not a patch journal)."""
+    names = sorted({manifest["graphs"][g]["file"] for g in ("fast", "slow", "arbitrator")} | {"manifest.json"}
+                   | ({manifest["frontend"]["file"]} if "frontend" in manifest else set()))
     for name in names:
         if not (bundle / name).is_file():
             raise InputError(f"{bundle}: '{name}' named by the manifest is missing")

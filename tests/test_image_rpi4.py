@@ -55,8 +55,11 @@ def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path,
     for required in ("usr/bin/amc-runner", "usr/bin/amc-patch", "usr/lib/amc/libexecutorch.so",
                      "usr/lib/amc/libamc_patch.a", "usr/include/amc/amc_patch.h", "var/lib/amc/model/manifest.json",
                      "var/lib/amc/model/slow.pte", "lib/systemd/system/amc-patch.service",
-                     "usr/libexec/amc/amc-apply-pending", "etc/init.d/S40amc-patch"):
+                     "usr/libexec/amc/amc-apply-pending", "etc/init.d/S40amc-patch",
+                     "var/lib/amc/model/frontend.bin", "lib/systemd/system/amc-listen.service"):
         assert required in listed, required
+    listen = (overlay / "lib/systemd/system/amc-listen.service").read_text()
+    assert "arecord -q -D \"$AMC_MIC\" -f S16_LE -r 16000 -c 1 -t raw | exec /usr/bin/amc-runner listen" in listen
     _check_keyring(overlay, first, {release.public, raw.read_bytes()})
     assert listed["usr/bin/amc-runner"]["mode"] == "0755"
     assert first["target"] == "rpi4" and first["bundle"]["path"] == "var/lib/amc/model"
@@ -68,6 +71,11 @@ def test_rpi4_overlay_is_reproducible_and_runs_under_qemu(rpi4_bundle, tmp_path,
                           str(overlay / "var/lib/amc/model")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-500:]
     assert "target=rpi4 backend=executorch runner_target=rpi4" in run.stdout
+    # and the overlay's runner hears the overlay's bundle: PCM on stdin, as the listen unit pipes it
+    heard = subprocess.run([*qemu_user(get_target("rpi4")), str(overlay / "usr/bin/amc-runner"), "listen",
+                            str(overlay / "var/lib/amc/model"), "-"], input=bytes(2 * 16000), capture_output=True,
+                           timeout=300)
+    assert heard.returncode == 0 and b"listen frames=" in heard.stdout, heard.stderr[-500:]
     patch = subprocess.run([*qemu_user(get_target("rpi4")), str(overlay / "usr/bin/amc-patch"), "status", "--dir",
                             str(overlay / "var/lib/amc/model")], capture_output=True, text=True, timeout=300)
     assert patch.returncode == 0, patch.stderr
