@@ -22,8 +22,8 @@ from amc.ontarget.recording import (
     Settings,
     load_utterances,
     compare_outputs,
+    audio_files,
     compare_streams,
-    default_data,
     host_outputs,
     make_weight_update,
     record_graph_inputs,
@@ -196,13 +196,6 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
 
 
 # ---- the whole test -------------------------------------------------------------------------------
-
-def audio_files(data: Path | str | None, report=quiet) -> list[Path]:
-    """The WAV files of the audio folder the harness streams (default: the calibration corpus's test split)."""
-    from amc.model.corpus.audio_folder import read_audio_folder
-
-    return [Path(u.path) for u in read_audio_folder(Path(data) if data is not None else default_data(report))]
-
 
 def frontend_check(bundle, wavs: list[Path], board_frames: list[np.ndarray],
                    training_frames: list[np.ndarray]) -> dict:

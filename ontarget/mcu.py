@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from amc.common.errors import AmcError, InputError
 from amc.common.progress import quiet
+from amc.model.feature_set import FeatureSet
 from amc.ontarget.recording import (
+    audio_files,
     GRAPHS,
     WORK_ROOT,
     Recording,
@@ -76,8 +79,9 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
     report("trace kernels", len(GRAPHS), len(GRAPHS))
     kernel_steps = {k: max(kernels[g][k]["max_step_diff"] for g in GRAPHS) for k in kernels["fast"]}
     differing = {k: sorted({op for g in GRAPHS for op in kernels[g][k]["ops"]}) for k in kernels["fast"]}
-    # 4. streaming end to end
-    subset = features.subset(range(count))
+    # 4. streaming end to end, from the frames the MCU's own front end makes of the WAV files
+    front = mcu_frontend(target, host_bundle, data, utterances, report)
+    subset = FeatureSet(front.pop("frames"), features.texts[:count], features.files[:count])
     report("stream in LiteRT and TFLite Micro", 0, 2)
     host = evaluate_bundle(host_bundle, subset, mflops=mflops, keep_traces=True)
     report("stream in LiteRT and TFLite Micro", 1, 2)
@@ -105,6 +109,7 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
         "kernels_differing": differing,
         "graphs": graphs["graphs"],
         "utterances": count, "frames": streaming["frames"], "mflops": mflops,
+        "audio_in": True, "frontend_max_step_diff": front["max_step_diff"], "frontend": front,
         "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
         "route_frames_differing": streaming["route_frames_differing"],
         "max_latency_diff_ms": streaming["max_latency_diff_ms"],
@@ -116,9 +121,38 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
         "seconds": round(time.monotonic() - started, 1),
     }
     result["ok"] = bool(arena["fits"] and max(kernel_steps.values()) <= KERNEL_STEP_BOUND
-                        and result["transcripts_equal"] and result["routes_equal"]
+                        and result["transcripts_equal"] and result["routes_equal"] and front["mcu_equals_host_c"]
                         and result["patched_equal"] is not False)
     return result
+
+
+def mcu_frontend(target: Target, bundle, data, utterances: list[np.ndarray], report=quiet) -> dict:
+    """The bundle's front end as the MCU runs it (the C, bare metal under qemu-system-arm) on the
+    WAV files: equal to the host build to the bit, and each graph's int8 input against the
+    training features in quantization steps. `frames`: the MCU's frames, to stream."""
+    from amc.runtime.frontend import CFrontEnd, compare_frames, frames_on_board, pcm_of
+
+    tables = (Path(bundle.path) / bundle.manifest["frontend"]["file"]).read_bytes()
+    host = CFrontEnd.from_tables(tables)
+    wavs = audio_files(data, report)[:len(utterances)]
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{target.name}-frontend-", dir=WORK_ROOT))
+    try:
+        frames = []
+        for done, wav in enumerate(wavs):
+            report(f"front end on {target.name}", done, len(wavs))
+            frames.append(frames_on_board(target.name, tables, wav, work))
+        report(f"front end on {target.name}", len(wavs), len(wavs))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    equal = all(f.tobytes() == host.frames(pcm_of(w)).tobytes() for f, w in zip(frames, wavs))
+    steps = {}
+    for graph, entry in bundle.manifest["graphs"].items():
+        features = next(t for t in entry["inputs"] if t["name"] == "features")
+        steps[graph] = compare_frames(frames, utterances, features["scale"], features["zero_point"])
+    return {"mcu_equals_host_c": bool(equal), "max_step_diff": max(g["max_step_diff"] for g in steps.values()),
+            "int8_identical_fraction": min(g["int8_identical_fraction"] for g in steps.values()),
+            "graphs": steps, "frames": [torch.from_numpy(f) for f in frames]}
 
 
 def check_arenas(bundle: Path, manifest: dict, report=quiet) -> dict:

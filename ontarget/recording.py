@@ -83,6 +83,13 @@ def load_utterances(data: Path | str | None, config, most: int, report=quiet):
     return features, [features.features[i].numpy() for i in range(min(most, len(features)))]
 
 
+def audio_files(data: Path | str | None, report=quiet) -> list[Path]:
+    """The WAV files of the audio folder the harness streams (default: the calibration corpus's test split)."""
+    from amc.model.corpus.audio_folder import read_audio_folder
+
+    return [Path(u.path) for u in read_audio_folder(Path(data) if data is not None else default_data(report))]
+
+
 def record_graph_inputs(bundle, utterances: list[np.ndarray], per_graph: int, mflops: float) -> Recording:
     """Stream on the host as the device does (arbitrator with the live backlog, the chosen
     branch's state carried on) and record each graph's inputs; both branches run on every frame

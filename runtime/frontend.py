@@ -264,3 +264,25 @@ def compare_frames(device: list[np.ndarray], host: list[np.ndarray], scale: floa
     return {"utterances": len(device), "values": values,
             "int8_identical_fraction": round(identical / max(1, values), 6),
             "max_step_diff": worst, "max_abs_diff": max_abs, "scale": scale, "zero_point": zero_point}
+
+
+def frames_on_board(target_name: str, tables: bytes, wav: Path, work: Path) -> np.ndarray:
+    """The frames the front end built for a board makes of a WAV file: under qemu-user on a
+    Linux board, bare metal under qemu-system-arm (files by semihosting) on a microcontroller."""
+    import shutil
+    import subprocess
+
+    from amc.runtime.c_tests import runner_command
+
+    built = build_frontend(target_name)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / BUNDLE_FILE).write_bytes(tables)
+    shutil.copyfile(wav, work / "in.wav")
+    out = work / "out.f32"
+    out.unlink(missing_ok=True)
+    result = subprocess.run(runner_command(get_target(target_name), built.cli, [BUNDLE_FILE, "in.wav", out.name]),
+                            cwd=work, capture_output=True, text=True, timeout=600)
+    if result.returncode or not out.exists():
+        raise AmcError(f"the front end on {target_name} failed: {last_line(result)}")
+    dim = struct.unpack_from("<HH", tables, 10)
+    return np.fromfile(out, "<f4").reshape(-1, dim[0] * dim[1])

@@ -71,6 +71,9 @@ def test_graphs_streams_and_patch_in_tflite_micro(mcu_bundle):
     # a step carried through the sigmoids and the cell state grows in the graph outputs: reported, not bounded
     assert result["max_int8_step_diff"] >= 0.0
     assert result["frames"] == sum(t["frames"] for t in result["transcripts"]) > 0
+    # WAV audio in: the front end bare metal on the Cortex-M7 makes the host's frames to the bit
+    assert result["audio_in"] is True and result["frontend"]["mcu_equals_host_c"]
+    assert result["frontend_max_step_diff"] <= 1 and result["frontend"]["int8_identical_fraction"] >= 0.999
     assert set(result["cer"]) == {"ai-edge-litert", "tflite-micro", "between_transcripts"}
     assert (result["cer"]["between_transcripts"] == 0.0) == result["transcripts_equal"]
     assert (result["route_frames_differing"] == 0) == result["routes_equal"]

@@ -123,7 +123,8 @@ def test_rpi4_runner_transcribes_files_and_listens_to_stdin_as_the_host_does(rpi
     import wave
 
     from amc.compiler.scoring import transcribe_path
-    from amc.ontarget.linux_board import Board, audio_files
+    from amc.ontarget.linux_board import Board
+    from amc.ontarget.recording import audio_files
     from amc.targets.amc_runner import parse_stream
     from amc.targets.presets import get_target
     from amc.targets.qemu import run_on_board
