@@ -90,19 +90,22 @@ class Board:
                                                  "streaming"))
 
     hears_audio = True
-    """The board computes its own frames from PCM (amc-runner's C front end)."""
+    """The board computes its own frames from PCM, with the C front end."""
+
+    def frontend_options(self) -> list:
+        return []           # amc-runner links the front end in
 
     def transcribe(self, bundle: Path, wavs: list[Path], mflops: float) -> list[dict]:
         from amc.targets.amc_runner import parse_stream
 
-        return parse_stream(self.run_bundle_tool(["transcribe", bundle, *wavs, "--mflops", repr(float(mflops))],
-                                                 "transcribing"))
+        return parse_stream(self.run_bundle_tool(["transcribe", bundle, *wavs, "--mflops", repr(float(mflops)),
+                                                  *self.frontend_options()], "transcribing"))
 
     def frames(self, bundle: Path, wavs: list[Path], work: Path) -> list[np.ndarray]:
         from amc.targets.amc_runner import read_features
 
         out = work / "board-frames.amcf"
-        self.run_bundle_tool(["features", bundle, *wavs, out], "front end")
+        self.run_bundle_tool(["features", bundle, *wavs, out, *self.frontend_options()], "front end")
         return read_features(out)
 
 
@@ -124,8 +127,10 @@ class LiteRtBoard(Board):
         self.library_path = []
         self.runtime = self.python.description
 
-    hears_audio = False
-    """The board's Python is fed the host's frames (its front end is not built in yet)."""
+    def frontend_options(self) -> list:
+        """The board's build of the C front end, which the script loads with ctypes."""
+        from amc.runtime.frontend import build_frontend
+        return ["--frontend-lib", build_frontend(self.target.name).shared_library]
 
     def run_bundle_tool(self, args: list, what: str, timeout: float = 900) -> str:
         return _checked(self.target, self.python.run("tflite_board.py", args, timeout=timeout), what)

@@ -95,4 +95,7 @@ def test_rpi4_tflite_graphs_streaming_and_patch_match_the_host(rpi4_tflite_bundl
     assert result["max_latency_diff_ms"] < 1e-3
     assert "skipped" not in result["patch"], result["patch"]
     assert result["patched_equal"] is True and result["patch"]["outputs_changed"]
+    # WAV audio in: the board's Python runs the board's build of the C front end (ctypes)
+    assert result["audio_in"] is True and result["frontend"]["board_equals_host_c"]
+    assert result["frontend_max_step_diff"] <= 1
     assert result["ok"] is True

@@ -3,7 +3,13 @@ with numpy and ai-edge-litert, and nothing else (no torch, no amc).
 
     python3 tflite_board.py graph  BUNDLE fast|slow|arbitrator INPUTS.amcr OUTPUTS.amcr [--kernels reference]
     python3 tflite_board.py stream BUNDLE FEATURES.amcf [--mflops X] [--threshold P]
+    python3 tflite_board.py transcribe BUNDLE FILE.wav... --frontend-lib LIB.so [--mflops X] [--threshold P]
+    python3 tflite_board.py features BUNDLE FILE.wav... OUT.amcf --frontend-lib LIB.so
     python3 tflite_board.py info   BUNDLE
+
+`transcribe` and `features` make the frames from PCM with the C front end (device/frontend, the
+board's build of libamc_frontend.so through ctypes) on the bundle's frontend.bin, as amc-runner
+does, and stream them or write them as AMCF.
 
 `graph` runs one graph on records of float inputs and writes its float outputs, as the host's
 `TfliteRunner` does: inputs quantized with the interpreter's own input parameters (numpy's round
@@ -167,6 +173,94 @@ def stream(directory: str, features: str, mflops: float = 0.0, threshold: float 
           f"fast_frames={fast_frames} mflops={mflops:.3f} threshold={threshold:.6f}")
 
 
+# ---- PCM in: the C front end ------------------------------------------------------------------------
+
+def read_wav(path: str) -> np.ndarray:
+    """int16 samples of a 16 kHz mono 16-bit PCM WAV file (the checks of amc data check)."""
+    import wave
+
+    try:
+        with wave.open(path, "rb") as w:
+            rate, channels, width, count = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            pcm = w.readframes(count)
+    except (wave.Error, EOFError) as error:
+        raise BadInput(f"{path} is not a PCM WAV file ({error})") from None
+    if rate != 16000:
+        raise BadInput(f"{path} has sample rate {rate} Hz, expected 16000")
+    if channels != 1:
+        raise BadInput(f"{path} has {channels} channels, expected mono")
+    if width != 2:
+        raise BadInput(f"{path} has {8 * width}-bit samples, expected 16-bit PCM")
+    if len(pcm) != 2 * count:
+        raise BadInput(f"{path} is truncated: its header promises {count} samples")
+    return np.frombuffer(pcm, "<i2")
+
+
+class FrontEnd:
+    """The C front end through ctypes: int16 PCM -> (frames, frame_dim) float32."""
+
+    def __init__(self, library: str, tables_path: str):
+        import ctypes
+
+        self.lib = ctypes.CDLL(library)
+        frame_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
+        self.lib.amc_frontend_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, frame_fn,
+                                               ctypes.c_void_p]
+        self.lib.amc_frontend_push.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        self.lib.amc_frontend_reset.argtypes = [ctypes.c_void_p]
+        self.lib.amc_frontend_reset.restype = None
+        self.lib.amc_frontend_state_size.restype = ctypes.c_size_t
+        self.lib.amc_frontend_strerror.restype = ctypes.c_char_p
+        with open(tables_path, "rb") as handle:
+            tables = handle.read()
+        self.tables = (ctypes.c_uint8 * len(tables)).from_buffer_copy(tables)
+        self.state = (ctypes.c_uint64 * (self.lib.amc_frontend_state_size() // 8 + 1))()
+        self.done: list[np.ndarray] = []
+        self.callback = frame_fn(lambda ctx, frame, dim: self.done.append(np.ctypeslib.as_array(frame, (dim,)).copy()))
+        rc = self.lib.amc_frontend_init(self.state, self.tables, len(tables), self.callback, None)
+        if rc:
+            raise BadInput(f"{tables_path}: {self.lib.amc_frontend_strerror(rc).decode()} (recompile the bundle)")
+
+    def frames(self, pcm: np.ndarray, frame_dim: int) -> np.ndarray:
+        pcm = np.ascontiguousarray(pcm, np.int16)
+        self.lib.amc_frontend_reset(self.state)
+        self.done = []
+        rc = self.lib.amc_frontend_push(self.state, pcm.ctypes.data, pcm.size)
+        if rc:
+            raise BadInput(f"front end: {self.lib.amc_frontend_strerror(rc).decode()}")
+        return np.array(self.done, np.float32).reshape(-1, frame_dim)
+
+
+def audio_frames(directory: str, wavs: list[str], library: str, frame_dim: int) -> list[np.ndarray]:
+    recordings = [read_wav(path) for path in wavs]            # every file checked first
+    front = FrontEnd(library, f"{directory}/frontend.bin")
+    return [front.frames(pcm, frame_dim) for pcm in recordings]
+
+
+def transcribe(directory: str, wavs: list[str], library: str, mflops: float = 0.0, threshold: float = -1.0) -> None:
+    bundle = Bundle(directory)
+    utterances = audio_frames(directory, wavs, library, bundle.frame_dim)
+    mflops = mflops if mflops > 0.0 else bundle.nominal_mflops
+    threshold = threshold if threshold >= 0.0 else bundle.route_threshold
+    costs = bundle.costs_ms(mflops)
+    for index, frames in enumerate(utterances):
+        result = stream_utterance(bundle, frames, costs, threshold)
+        print(f"utterance {index} frames={len(result['fast'])} fast_frames={sum(result['fast'])} "
+              f"latency_ms={result['latency_ms']:.6f}")
+        print(f"routes {index} {''.join('F' if f else 'S' for f in result['fast'])}")
+        print(f"text {index} {result['text']}", flush=True)
+
+
+def features(directory: str, wavs: list[str], out: str, library: str) -> None:
+    bundle = Bundle(directory, graphs=())
+    utterances = audio_frames(directory, wavs, library, bundle.frame_dim)
+    with open(out, "wb") as handle:
+        handle.write(b"AMCF" + struct.pack("<III", 1, bundle.frame_dim, len(utterances)))
+        for frames in utterances:
+            handle.write(struct.pack("<I", len(frames)) + frames.astype("<f4").tobytes())
+    print(f"features utterances={len(utterances)} frame_dim={bundle.frame_dim}")
+
+
 # ---- one graph on recorded inputs -------------------------------------------------------------------
 
 def run_graph(directory: str, name: str, inputs: str, outputs: str, kernels: str = "optimized") -> None:
@@ -257,7 +351,8 @@ def read_features(path: str) -> list[np.ndarray]:
 # ---- the command line -----------------------------------------------------------------------------
 
 USAGE = "usage: tflite_board.py graph BUNDLE NAME INPUTS OUTPUTS [--kernels K] | stream BUNDLE FEATURES [--mflops X] " \
-        "[--threshold P] | info"
+        "[--threshold P] | transcribe BUNDLE FILE.wav... --frontend-lib LIB [--mflops X] | " \
+        "features BUNDLE FILE.wav... OUT.amcf --frontend-lib LIB | info"
 
 
 def main(argv: list[str]) -> int:
@@ -272,6 +367,19 @@ def main(argv: list[str]) -> int:
         if unknown:
             raise BadInput(f"unknown option {sorted(unknown)[0]}")
         stream(args[0], args[1], float(options.get("--mflops", 0.0)), float(options.get("--threshold", -1.0)))
+    elif command in ("transcribe", "features") and "--frontend-lib" in args:
+        at = args.index("--frontend-lib")
+        library, rest = args[at + 1] if at + 1 < len(args) else "", args[:at] + args[at + 2:]
+        first_option = next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))
+        positional = rest[:first_option]
+        options = dict(zip(rest[len(positional)::2], rest[len(positional) + 1::2]))
+        if set(options) - {"--mflops", "--threshold"} or len(positional) < (2 if command == "transcribe" else 3):
+            raise BadInput(USAGE)
+        if command == "transcribe":
+            transcribe(positional[0], positional[1:], library, float(options.get("--mflops", 0.0)),
+                       float(options.get("--threshold", -1.0)))
+        else:
+            features(positional[0], positional[1:-1], positional[-1], library)
     elif command == "info" and not args:
         info()
     else:
