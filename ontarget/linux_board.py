@@ -24,6 +24,7 @@ from amc.ontarget.recording import (
     compare_outputs,
     audio_files,
     compare_streams,
+    frontend_tables,
     host_outputs,
     make_weight_update,
     record_graph_inputs,
@@ -209,7 +210,7 @@ def frontend_check(bundle, wavs: list[Path], board_frames: list[np.ndarray],
     steps). `host_frames`: the host C's frames, what `amc transcribe` streams on the host."""
     from amc.runtime.frontend import CFrontEnd, compare_frames, pcm_of
 
-    front = CFrontEnd.from_tables((Path(bundle.path) / bundle.manifest["frontend"]["file"]).read_bytes())
+    front = CFrontEnd.from_tables(frontend_tables(bundle))
     host_frames = [front.frames(pcm_of(path)) for path in wavs]
     equal = len(host_frames) == len(board_frames) and all(
         h.shape == b.shape and h.tobytes() == b.tobytes() for h, b in zip(host_frames, board_frames))
@@ -268,6 +269,7 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
         front = None
         report("stream on the board", 0, 1)
         if board.hears_audio:
+            frontend_tables(host_bundle)                   # a clear error before any board run
             wavs = audio_files(data, report)[:count]
             streamed = board.transcribe(bundle, wavs, mflops)
             front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances)

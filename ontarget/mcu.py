@@ -24,6 +24,7 @@ from amc.ontarget.recording import (
     load_utterances,
     compare_outputs,
     compare_streams,
+    frontend_tables,
     host_outputs,
     make_weight_update,
     record_graph_inputs,
@@ -132,7 +133,7 @@ def mcu_frontend(target: Target, bundle, data, utterances: list[np.ndarray], rep
     training features in quantization steps. `frames`: the MCU's frames, to stream."""
     from amc.runtime.frontend import CFrontEnd, compare_frames, frames_on_board, pcm_of
 
-    tables = (Path(bundle.path) / bundle.manifest["frontend"]["file"]).read_bytes()
+    tables = frontend_tables(bundle)
     host = CFrontEnd.from_tables(tables)
     wavs = audio_files(data, report)[:len(utterances)]
     WORK_ROOT.mkdir(parents=True, exist_ok=True)

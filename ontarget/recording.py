@@ -90,6 +90,15 @@ def audio_files(data: Path | str | None, report=quiet) -> list[Path]:
     return [Path(u.path) for u in read_audio_folder(Path(data) if data is not None else default_data(report))]
 
 
+def frontend_tables(bundle) -> bytes:
+    """The bundle's front-end table file, or a one-line error saying how to get one."""
+    entry = bundle.manifest.get("frontend")
+    if entry is None or not (Path(bundle.path) / entry["file"]).is_file():
+        raise InputError(f"{bundle.path}: the bundle has no front end (frontend.bin), so a board cannot "
+                         f"hear audio with it: compile it again with this amc")
+    return (Path(bundle.path) / entry["file"]).read_bytes()
+
+
 def record_graph_inputs(bundle, utterances: list[np.ndarray], per_graph: int, mflops: float) -> Recording:
     """Stream on the host as the device does (arbitrator with the live backlog, the chosen
     branch's state carried on) and record each graph's inputs; both branches run on every frame
