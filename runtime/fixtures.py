@@ -151,7 +151,7 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
     case(good.blob[:40] + bytes([good.blob[40] ^ 1]) + good.blob[41:], "DIGEST")
     link = 64 + 5                                                    # a byte of the first link
     case(good.blob[:link] + bytes([good.blob[link] ^ 1]) + good.blob[link + 1:], "DIGEST")
-    case(_v1_blob(body, key), "FORMAT")                              # format version 1: refused
+    case(v1_blob(body, key), "FORMAT")                              # format version 1: refused
     case(mutated(28, "<I", 96), "FORMAT")                            # chunk size not a power of two
     case(mutated(28, "<I", 32), "FORMAT")                            # chunk size below 64
     wide = bytearray(body)
@@ -203,7 +203,7 @@ def reject_cases(rng: np.random.Generator, key: bytes, max_size: int = 6000) -> 
     return cases
 
 
-def _v1_blob(content: bytes, key: bytes) -> bytes:
+def v1_blob(content: bytes, key: bytes) -> bytes:
     """The same content in format version 1: no chunk links, one digest over it all."""
     v1 = bytearray(content)
     struct.pack_into("<H", v1, 4, 1)

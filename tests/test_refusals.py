@@ -19,6 +19,7 @@ import pytest
 from amc.common.errors import InputError
 from amc.patch import blob as pb
 from amc.runtime.apply import host_cli
+from amc.runtime.fixtures import v1_blob
 
 KEY = pb.example_signing_key()
 PUBLIC = pb.public_key(KEY)
@@ -66,21 +67,12 @@ def flipped(blob: bytes, at: int) -> bytes:
     return blob[:at] + bytes([blob[at] ^ 0x10]) + blob[at + 1:]
 
 
-def v1(data: bytes) -> bytes:
-    data = bytearray(data)
-    struct.pack_into("<H", data, 4, 1)
-    struct.pack_into("<I", data, 16, len(data) + pb.TRAILER_SIZE)
-    struct.pack_into("<I", data, 28, 0)
-    digest = hashlib.sha256(data).digest()
-    return bytes(data) + digest + pb.sign_digest(KEY, digest)
-
-
 GOOD = sealed(content())
 REFUSED = {
     # header
     "magic": lambda: field(0, "<4s", b"AMCQ"),
     "format version 3": lambda: field(4, "<H", 3),
-    "format version 1": lambda: v1(content()),
+    "format version 1": lambda: v1_blob(bytes(content()), KEY),
     "flags": lambda: field(6, "<H", 1),
     "content length short": lambda: field(16, "<I", len(content()) - 1),
     "content length long": lambda: field(16, "<I", len(content()) + 1),
