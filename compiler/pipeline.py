@@ -145,6 +145,8 @@ def _write_bundle(staging: Path, output: Path, model, checkpoint: Path, preset, 
         mcu = tflite_micro.plan(preset, {g: staging / graphs[g]["file"] for g in GRAPHS}, state)
         for graph in GRAPHS:
             graphs[graph]["memory"]["arena_bytes"] = mcu["arena_bytes"][graph]
+        mcu["frontend_tables_bytes"] = len(tables)          # in flash beside the graphs
+        mcu["flash_need_bytes"] += len(tables)
         tflite_micro.check_budget(preset, mcu)
         tflite_micro.write_c_sources(staging, {g: files[graphs[g]["file"]] for g in GRAPHS}, mcu, state, tables)
         report("tflite-micro arena", 1, 1)

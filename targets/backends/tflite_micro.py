@@ -142,7 +142,7 @@ def _first_state_shape(paths: dict[str, Path], tensor: str) -> list[int]:
 
 def check_budget(preset, mcu: dict) -> None:
     if preset.flash_bytes is not None and mcu["flash_need_bytes"] > preset.flash_bytes:
-        raise BudgetError(f"flash budget of {preset.name} exceeded: the three graphs need "
+        raise BudgetError(f"flash budget of {preset.name} exceeded: the three graphs and the front end's tables need "
                           f"{mcu['flash_need_bytes']} bytes, the budget is {preset.flash_bytes} bytes")
     if preset.ram_bytes is not None and mcu["ram_need_bytes"] > preset.ram_bytes:
         raise BudgetError(f"RAM budget of {preset.name} exceeded: arena {mcu['shared_arena_bytes']} + state "
