@@ -89,10 +89,11 @@ class BoardPython:
         return (f"ai-edge-litert {self.versions['ai-edge-litert']} (aarch64 wheel) under CPython "
                 f"{self.versions['python']} aarch64, numpy {self.versions['numpy']}")
 
-    def run(self, script: str, args: list, timeout: float = 600) -> subprocess.CompletedProcess:
-        """`python3.11 -S -B SCRIPTS/<script> ARGS` on the emulated board; raises AmcError on a timeout."""
+    def run(self, script: str, args: list, timeout: float = 600, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+        """`python3.11 -S -B SCRIPTS/<script> ARGS` on the emulated board (`stdin` fed to it);
+        raises AmcError on a timeout."""
         return run_on_board(self.target, self.program, ["-S", "-B", SCRIPTS / script, *map(str, args)],
-                            self.library_path, timeout=timeout, environment=self.environment,
+                            self.library_path, timeout=timeout, stdin=stdin, environment=self.environment,
                             sysroot=self.sysroot)
 
 

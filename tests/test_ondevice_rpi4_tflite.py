@@ -99,3 +99,34 @@ def test_rpi4_tflite_graphs_streaming_and_patch_match_the_host(rpi4_tflite_bundl
     assert result["audio_in"] is True and result["frontend"]["board_equals_host_c"]
     assert result["frontend_max_step_diff"] <= 1
     assert result["ok"] is True
+
+
+@pytest.mark.cross
+def test_board_python_transcribes_and_listens_as_the_host_does(rpi4_tflite_bundle):
+    """The board's Python with the board's C front end: `transcribe` prints what `amc transcribe`
+    prints on the host; `listen` on raw PCM from stdin ends at the same text, its partials growing."""
+    import wave
+
+    from amc.compiler.scoring import transcribe_path
+    from amc.ontarget.linux_board import LiteRtBoard
+    from amc.ontarget.recording import audio_files
+    from amc.targets.amc_runner import parse_stream
+    from amc.targets.presets import get_target
+
+    bundle, audio = rpi4_tflite_bundle
+    wavs = audio_files(audio)[:2]
+    board = LiteRtBoard(get_target("rpi4"))
+    host = transcribe_path(bundle, wavs)["results"]
+    streamed = parse_stream(board.run_bundle_tool(["transcribe", bundle, *wavs, *board.frontend_options()],
+                                                  "transcribing"))
+    assert [u["text"] for u in streamed] == [r["text"] for r in host]
+    with wave.open(str(wavs[0]), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    result = board.python.run("tflite_board.py", ["listen", bundle, "-", *board.frontend_options()], stdin=pcm)
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    lines = result.stdout.decode().splitlines()
+    partials = [line[len("partial "):] for line in lines if line.startswith("partial ")]
+    final = next(line[len("text 0 "):] for line in lines if line.startswith("text 0"))
+    assert final == host[0]["text"]
+    assert all(b.startswith(a) for a, b in zip(partials, partials[1:])) and (not partials or partials[-1] == final)
+    assert any(line.startswith("listen ") and "board_latency_ms=" in line for line in lines)

@@ -5,6 +5,7 @@ with numpy and ai-edge-litert, and nothing else (no torch, no amc).
     python3 tflite_board.py stream BUNDLE FEATURES.amcf [--mflops X] [--threshold P]
     python3 tflite_board.py transcribe BUNDLE FILE.wav... --frontend-lib LIB.so [--mflops X] [--threshold P]
     python3 tflite_board.py features BUNDLE FILE.wav... OUT.amcf --frontend-lib LIB.so
+    python3 tflite_board.py listen BUNDLE - --frontend-lib LIB.so [--mflops X]   (raw S16_LE PCM on stdin)
     python3 tflite_board.py info   BUNDLE
 
 `transcribe` and `features` make the frames from PCM with the C front end (device/frontend, the
@@ -134,7 +135,8 @@ def greedy_decode(best: list[int], vocabulary: list[str]) -> str:
     return "".join(out)
 
 
-def stream_utterance(bundle: Bundle, frames: np.ndarray, costs: dict[str, float], threshold: float) -> dict:
+def stream_utterance(bundle: Bundle, frames, costs: dict[str, float], threshold: float, on_step=None) -> dict:
+    """`frames`: any iterable of frames, consumed as they come; `on_step(best)` after each."""
     h = np.zeros((1, bundle.state_dim), np.float32)
     c = np.zeros((1, bundle.state_dim), np.float32)
     backlog, fast, backlogs, best = 0.0, [], [], []
@@ -147,6 +149,8 @@ def stream_utterance(bundle: Bundle, frames: np.ndarray, costs: dict[str, float]
         logits, h, c = bundle.graphs["fast" if go_fast else "slow"](x, h, c)
         best.append(int(np.argmax(logits[0])))          # the first of equal maxima, as torch.argmax
         fast.append(go_fast)
+        if on_step:
+            on_step(best)
         backlog = max(0.0, backlog + (cost + (costs["fast"] if go_fast else costs["slow"])) - bundle.frame_ms)
     return {"fast": fast, "latency_ms": backlogs[-1] if backlogs else 0.0,
             "text": greedy_decode(best, bundle.vocabulary)}
@@ -222,8 +226,12 @@ class FrontEnd:
             raise BadInput(f"{tables_path}: {self.lib.amc_frontend_strerror(rc).decode()} (recompile the bundle)")
 
     def frames(self, pcm: np.ndarray, frame_dim: int) -> np.ndarray:
-        pcm = np.ascontiguousarray(pcm, np.int16)
         self.lib.amc_frontend_reset(self.state)
+        return self.push(pcm, frame_dim)
+
+    def push(self, pcm: np.ndarray, frame_dim: int) -> np.ndarray:
+        """The frames these samples complete (the stream goes on)."""
+        pcm = np.ascontiguousarray(pcm, np.int16)
         self.done = []
         rc = self.lib.amc_frontend_push(self.state, pcm.ctypes.data, pcm.size)
         if rc:
@@ -249,6 +257,43 @@ def transcribe(directory: str, wavs: list[str], library: str, mflops: float = 0.
               f"latency_ms={result['latency_ms']:.6f}")
         print(f"routes {index} {''.join('F' if f else 'S' for f in result['fast'])}")
         print(f"text {index} {result['text']}", flush=True)
+
+
+def listen(directory: str, library: str, mflops: float = 0.0, threshold: float = -1.0) -> None:
+    """Raw S16_LE mono 16 kHz PCM from stdin, transcribed as it arrives (amc-runner listen)."""
+    import time
+
+    bundle = Bundle(directory)
+    front = FrontEnd(library, f"{directory}/frontend.bin")
+    mflops = mflops if mflops > 0.0 else bundle.nominal_mflops
+    threshold = threshold if threshold >= 0.0 else bundle.route_threshold
+    ended = []
+
+    def frames():
+        while True:
+            raw = sys.stdin.buffer.read(960)               # 30 ms
+            if len(raw) < 960:
+                ended.append(time.monotonic())
+            yield from front.push(np.frombuffer(raw[:len(raw) // 2 * 2], "<i2"), bundle.frame_dim)
+            if ended:
+                return
+
+    shown = [""]
+
+    def partial(best: list[int]) -> None:
+        text = greedy_decode(best, bundle.vocabulary)
+        if text != shown[0]:
+            shown[0] = text
+            print(f"partial {text}", flush=True)
+
+    result = stream_utterance(bundle, frames(), bundle.costs_ms(mflops), threshold, partial)
+    print(f"utterance 0 frames={len(result['fast'])} fast_frames={sum(result['fast'])} "
+          f"latency_ms={result['latency_ms']:.6f}")
+    print(f"routes 0 {''.join('F' if f else 'S' for f in result['fast'])}")
+    print(f"text 0 {result['text']}")
+    board_ms = 1000.0 * (time.monotonic() - (ended[0] if ended else time.monotonic()))
+    print(f"listen frames={len(result['fast'])} board_latency_ms={board_ms:.3f} "
+          f"simulated_latency_ms={result['latency_ms']:.3f} mflops={mflops:.3f}", flush=True)
 
 
 def features(directory: str, wavs: list[str], out: str, library: str) -> None:
@@ -352,7 +397,7 @@ def read_features(path: str) -> list[np.ndarray]:
 
 USAGE = "usage: tflite_board.py graph BUNDLE NAME INPUTS OUTPUTS [--kernels K] | stream BUNDLE FEATURES [--mflops X] " \
         "[--threshold P] | transcribe BUNDLE FILE.wav... --frontend-lib LIB [--mflops X] | " \
-        "features BUNDLE FILE.wav... OUT.amcf --frontend-lib LIB | info"
+        "features BUNDLE FILE.wav... OUT.amcf --frontend-lib LIB | listen BUNDLE - --frontend-lib LIB | info"
 
 
 def main(argv: list[str]) -> int:
@@ -367,15 +412,20 @@ def main(argv: list[str]) -> int:
         if unknown:
             raise BadInput(f"unknown option {sorted(unknown)[0]}")
         stream(args[0], args[1], float(options.get("--mflops", 0.0)), float(options.get("--threshold", -1.0)))
-    elif command in ("transcribe", "features") and "--frontend-lib" in args:
+    elif command in ("transcribe", "features", "listen") and "--frontend-lib" in args:
         at = args.index("--frontend-lib")
         library, rest = args[at + 1] if at + 1 < len(args) else "", args[:at] + args[at + 2:]
         first_option = next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))
         positional = rest[:first_option]
         options = dict(zip(rest[len(positional)::2], rest[len(positional) + 1::2]))
-        if set(options) - {"--mflops", "--threshold"} or len(positional) < (2 if command == "transcribe" else 3):
+        if set(options) - {"--mflops", "--threshold"} or len(positional) < {"transcribe": 2, "features": 3,
+                                                                             "listen": 2}[command]:
             raise BadInput(USAGE)
-        if command == "transcribe":
+        if command == "listen":
+            if positional[1:] != ["-"]:
+                raise BadInput(USAGE)
+            listen(positional[0], library, float(options.get("--mflops", 0.0)), float(options.get("--threshold", -1.0)))
+        elif command == "transcribe":
             transcribe(positional[0], positional[1:], library, float(options.get("--mflops", 0.0)),
                        float(options.get("--threshold", -1.0)))
         else:
