@@ -164,19 +164,11 @@ def frontend(bundle_dir: Path, bundle, audio: Audio, mflops: float, host_cer: fl
     CER from host features."""
     from amc.model.evaluate import evaluate_bundle
     from amc.model.feature_set import FeatureSet
-    from amc.runtime.frontend import CFrontEnd, compare_frames, pcm_of
+    from amc.runtime.frontend import CFrontEnd, against_graph_inputs, pcm_of
 
     front = CFrontEnd.from_tables((Path(bundle_dir) / bundle.manifest["frontend"]["file"]).read_bytes())
     device = [front.frames(pcm_of(path)) for path in audio.files]
-    host = [np.asarray(f) for f in audio.features]
-    graphs = {}
-    for graph, entry in bundle.manifest["graphs"].items():
-        features = next(t for t in entry["inputs"] if t["name"] == "features")
-        graphs[graph] = compare_frames(device, host, features["scale"], features["zero_point"])
-    out = {"graphs": graphs,
-           "int8_identical_fraction": min(g["int8_identical_fraction"] for g in graphs.values()),
-           "max_step_diff": max(g["max_step_diff"] for g in graphs.values()),
-           "max_abs_diff": max(g["max_abs_diff"] for g in graphs.values())}
+    out = against_graph_inputs(bundle.manifest, device, [np.asarray(f) for f in audio.features])
     if audio.files and host_cer is not None:
         from_pcm = evaluate_bundle(bundle, FeatureSet([torch.from_numpy(d) for d in device], list(audio.texts),
                                                       list(audio.files)), route="arbitrator", mflops=mflops)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from amc.common.errors import AmcError, InputError, ToolMissingError
 from amc.common.progress import quiet
@@ -24,6 +23,7 @@ from amc.ontarget.recording import (
     compare_outputs,
     audio_files,
     compare_streams,
+    frontend_check,
     frontend_tables,
     host_outputs,
     make_weight_update,
@@ -203,27 +203,6 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
 
 # ---- the whole test -------------------------------------------------------------------------------
 
-def frontend_check(bundle, wavs: list[Path], board_frames: list[np.ndarray],
-                   training_frames: list[np.ndarray]) -> dict:
-    """The board's frames against the host build of the same C front end (equal to the bit, or
-    not) and against the training features (each graph's int8 `features` input, in quantization
-    steps). `host_frames`: the host C's frames, what `amc transcribe` streams on the host."""
-    from amc.runtime.frontend import CFrontEnd, compare_frames, pcm_of
-
-    front = CFrontEnd.from_tables(frontend_tables(bundle))
-    host_frames = [front.frames(pcm_of(path)) for path in wavs]
-    equal = len(host_frames) == len(board_frames) and all(
-        h.shape == b.shape and h.tobytes() == b.tobytes() for h, b in zip(host_frames, board_frames))
-    steps = {}
-    for graph, entry in bundle.manifest["graphs"].items():
-        features = next(t for t in entry["inputs"] if t["name"] == "features")
-        steps[graph] = compare_frames(board_frames, training_frames, features["scale"], features["zero_point"])
-    return {"board_equals_host_c": bool(equal),
-            "max_step_diff": max(g["max_step_diff"] for g in steps.values()),
-            "int8_identical_fraction": min(g["int8_identical_fraction"] for g in steps.values()),
-            "graphs": steps, "host_frames": [torch.from_numpy(f) for f in host_frames]}
-
-
 def test_linux_board(target: Target, bundle: Path | str | None, backend: str | None, data: Path | str | None,
                      settings: Settings, report=quiet) -> dict:
     """Steps 1-6 for a Linux board (amc.ontarget.harness); returns the figures."""
@@ -272,7 +251,7 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
             frontend_tables(host_bundle)                   # a clear error before any board run
             wavs = audio_files(data, report)[:count]
             streamed = board.transcribe(bundle, wavs, mflops)
-            front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances)
+            front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances, "board")
             heard = front.pop("host_frames")           # what `amc transcribe` computes on the host
         else:
             streamed = board.stream(bundle, utterances, mflops, work)

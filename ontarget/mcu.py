@@ -24,6 +24,7 @@ from amc.ontarget.recording import (
     load_utterances,
     compare_outputs,
     compare_streams,
+    frontend_check,
     frontend_tables,
     host_outputs,
     make_weight_update,
@@ -129,31 +130,19 @@ def test_mcu_reference(target: Target, bundle: Path | str | None, data: Path | s
 
 def mcu_frontend(target: Target, bundle, data, utterances: list[np.ndarray], report=quiet) -> dict:
     """The bundle's front end as the MCU runs it (the C, bare metal under qemu-system-arm) on the
-    WAV files: equal to the host build to the bit, and each graph's int8 input against the
-    training features in quantization steps. `frames`: the MCU's frames, to stream."""
-    from amc.runtime.frontend import CFrontEnd, compare_frames, frames_on_board, pcm_of
+    WAV files, checked as `frontend_check` does. `frames`: the MCU's frames, to stream."""
+    from amc.runtime.frontend import frames_on_board
 
-    tables = frontend_tables(bundle)
-    host = CFrontEnd.from_tables(tables)
     wavs = audio_files(data, report)[:len(utterances)]
     WORK_ROOT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{target.name}-frontend-", dir=WORK_ROOT))
     try:
-        frames = []
-        for done, wav in enumerate(wavs):
-            report(f"front end on {target.name}", done, len(wavs))
-            frames.append(frames_on_board(target.name, tables, wav, work))
-        report(f"front end on {target.name}", len(wavs), len(wavs))
+        frames = frames_on_board(target.name, frontend_tables(bundle), wavs, work, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    equal = all(f.tobytes() == host.frames(pcm_of(w)).tobytes() for f, w in zip(frames, wavs))
-    steps = {}
-    for graph, entry in bundle.manifest["graphs"].items():
-        features = next(t for t in entry["inputs"] if t["name"] == "features")
-        steps[graph] = compare_frames(frames, utterances, features["scale"], features["zero_point"])
-    return {"mcu_equals_host_c": bool(equal), "max_step_diff": max(g["max_step_diff"] for g in steps.values()),
-            "int8_identical_fraction": min(g["int8_identical_fraction"] for g in steps.values()),
-            "graphs": steps, "frames": [torch.from_numpy(f) for f in frames]}
+    check = frontend_check(bundle, wavs, frames, utterances, "mcu")
+    check.pop("host_frames")
+    return check | {"frames": [torch.from_numpy(f) for f in frames]}
 
 
 def check_arenas(bundle: Path, manifest: dict, report=quiet) -> dict:

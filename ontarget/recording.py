@@ -99,6 +99,25 @@ def frontend_tables(bundle) -> bytes:
     return (Path(bundle.path) / entry["file"]).read_bytes()
 
 
+def frontend_check(bundle, wavs: list[Path], device_frames: list[np.ndarray],
+                   training_frames: list[np.ndarray], device_label: str) -> dict:
+    """The device's frames against the host build of the same C front end (equal to the bit, or
+    not: `<device_label>_equals_host_c`) and against the training features (each graph's int8
+    `features` input, in quantization steps). `host_frames`: the host C's frames, what
+    `amc transcribe` streams on the host."""
+    import torch
+
+    from amc.runtime.frontend import CFrontEnd, against_graph_inputs, pcm_of
+
+    front = CFrontEnd.from_tables(frontend_tables(bundle))
+    host_frames = [front.frames(pcm_of(path)) for path in wavs]
+    equal = len(host_frames) == len(device_frames) and all(
+        h.shape == d.shape and h.tobytes() == d.tobytes() for h, d in zip(host_frames, device_frames))
+    return {f"{device_label}_equals_host_c": bool(equal),
+            **against_graph_inputs(bundle.manifest, device_frames, training_frames),
+            "host_frames": [torch.from_numpy(f) for f in host_frames]}
+
+
 def record_graph_inputs(bundle, utterances: list[np.ndarray], per_graph: int, mflops: float) -> Recording:
     """Stream on the host as the device does (arbitrator with the live backlog, the chosen
     branch's state carried on) and record each graph's inputs; both branches run on every frame

@@ -51,6 +51,21 @@ def build_dir(target: Target, variant: str = "") -> Path:
     return BUILD_ROOT / (target.name + (f"-{variant}" if variant else ""))
 
 
+def configure_and_build(configure: list[str], out: Path, what: str) -> None:
+    """cmake configure into `out` (again only when the command changed) and build; `what` names
+    the build in errors."""
+    configured = out / "amc-configure.txt"
+    if not (out / "CMakeCache.txt").exists() or not configured.exists() or \
+            configured.read_text() != "\n".join(configure):
+        result = run_tool(configure)
+        if result.returncode:
+            raise AmcError(f"cmake configure of {what} failed: {last_line(result)}")
+        configured.write_text("\n".join(configure))
+    result = run_tool(["cmake", "--build", str(out), "-j2"])
+    if result.returncode:
+        raise AmcError(f"build of {what} failed: {first_error(result)}")
+
+
 def build_runtime(target_name: str, variant: str = "", report: Report = quiet) -> RuntimeBuild:
     """Configure and build device/runtime for a preset (variant: '' | 'asan' | 'fuzz' | 'large'); sizes
     too. 'large': the bare-metal test program with room for a whole bundle (1.5 MiB of files, a
@@ -88,15 +103,7 @@ def build_runtime(target_name: str, variant: str = "", report: Report = quiet) -
         except ToolMissingError as missing:
             sodium_missing = str(missing)
             cmd += ["-DAMC_SODIUM_LIB=AMC_SODIUM_LIB-NOTFOUND", "-DAMC_SODIUM_INCLUDE=AMC_SODIUM_INCLUDE-NOTFOUND"]
-    configured = out / "amc-configure.txt"     # configure again when the command changes
-    if not (out / "CMakeCache.txt").exists() or not configured.exists() or configured.read_text() != "\n".join(cmd):
-        result = run_tool(cmd)
-        if result.returncode:
-            raise AmcError(f"cmake configure for {target.name} failed: {last_line(result)}")
-        configured.write_text("\n".join(cmd))
-    result = run_tool(["cmake", "--build", str(out), "-j2"])
-    if result.returncode:
-        raise AmcError(f"runtime build for {target.name} failed: {first_error(result)}")
+    configure_and_build(cmd, out, f"the runtime for {target.name}")
     report(f"build runtime for {target.name}", 2, 2)
     suffix = ".elf" if not target.linux else ""
     cli = out / "amc-patch"

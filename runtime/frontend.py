@@ -22,8 +22,8 @@ from amc.common.paths import build_root, device_sources
 from amc.common.progress import Report, quiet
 from amc.model.config import FeatureConfig
 from amc.model.features import LogMel
-from amc.runtime.build import APT_HINT, TOOLCHAIN_FILES
-from amc.runtime.tools import first_error, last_line, run_tool
+from amc.runtime.build import APT_HINT, TOOLCHAIN_FILES, configure_and_build
+from amc.runtime.tools import last_line, run_tool
 from amc.targets.presets import Target, get_target
 from amc.targets.qemu import need_tool
 
@@ -104,15 +104,7 @@ def build_frontend(target_name: str = "host", report: Report = quiet) -> Fronten
     if target.triple:
         toolchain = device_sources("runtime") / "cmake" / TOOLCHAIN_FILES[target.triple]
         cmd.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain}")
-    configured = out / "amc-configure.txt"     # configure again when the command changes
-    if not (out / "CMakeCache.txt").exists() or not configured.exists() or configured.read_text() != "\n".join(cmd):
-        result = run_tool(cmd)
-        if result.returncode:
-            raise AmcError(f"cmake configure of the front end for {target.name} failed: {last_line(result)}")
-        configured.write_text("\n".join(cmd))
-    result = run_tool(["cmake", "--build", str(out), "-j2"])
-    if result.returncode:
-        raise AmcError(f"front-end build for {target.name} failed: {first_error(result)}")
+    configure_and_build(cmd, out, f"the front end for {target.name}")
     report(f"build front end for {target.name}", 2, 2)
     return FrontendBuild(target.name, out, out / "libamc_frontend.a",
                          out / "libamc_frontend.so" if target.linux else None,
@@ -266,23 +258,41 @@ def compare_frames(device: list[np.ndarray], host: list[np.ndarray], scale: floa
             "max_step_diff": worst, "max_abs_diff": max_abs, "scale": scale, "zero_point": zero_point}
 
 
-def frames_on_board(target_name: str, tables: bytes, wav: Path, work: Path) -> np.ndarray:
-    """The frames the front end built for a board makes of a WAV file: under qemu-user on a
+def against_graph_inputs(manifest: dict, device: list[np.ndarray], training: list[np.ndarray]) -> dict:
+    """`compare_frames` through the `features` input quantization of each of the bundle's graphs,
+    and the worst of them."""
+    graphs = {}
+    for graph, entry in manifest["graphs"].items():
+        features = next(t for t in entry["inputs"] if t["name"] == "features")
+        graphs[graph] = compare_frames(device, training, features["scale"], features["zero_point"])
+    return {"graphs": graphs,
+            "int8_identical_fraction": min(g["int8_identical_fraction"] for g in graphs.values()),
+            "max_step_diff": max(g["max_step_diff"] for g in graphs.values()),
+            "max_abs_diff": max(g["max_abs_diff"] for g in graphs.values())}
+
+
+def frames_on_board(target_name: str, tables: bytes, wavs: list[Path], work: Path,
+                    report: Report = quiet) -> list[np.ndarray]:
+    """The frames the front end built for a board makes of WAV files: under qemu-user on a
     Linux board, bare metal under qemu-system-arm (files by semihosting) on a microcontroller."""
     import shutil
     import subprocess
 
     from amc.runtime.c_tests import runner_command
 
-    built = build_frontend(target_name)
+    command = runner_command(get_target(target_name), build_frontend(target_name).cli,
+                             [BUNDLE_FILE, "in.wav", "out.f32"])
     work.mkdir(parents=True, exist_ok=True)
     (work / BUNDLE_FILE).write_bytes(tables)
-    shutil.copyfile(wav, work / "in.wav")
-    out = work / "out.f32"
-    out.unlink(missing_ok=True)
-    result = subprocess.run(runner_command(get_target(target_name), built.cli, [BUNDLE_FILE, "in.wav", out.name]),
-                            cwd=work, capture_output=True, text=True, timeout=600)
-    if result.returncode or not out.exists():
-        raise AmcError(f"the front end on {target_name} failed: {last_line(result)}")
-    dim = struct.unpack_from("<HH", tables, 10)
-    return np.fromfile(out, "<f4").reshape(-1, dim[0] * dim[1])
+    n_mels, stack = struct.unpack_from("<HH", tables, 10)
+    frames = []
+    for done, wav in enumerate(wavs):
+        report(f"front end on {target_name}", done, len(wavs))
+        shutil.copyfile(wav, work / "in.wav")
+        (work / "out.f32").unlink(missing_ok=True)
+        result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+        if result.returncode or not (work / "out.f32").exists():
+            raise AmcError(f"the front end on {target_name} failed on {wav}: {last_line(result)}")
+        frames.append(np.fromfile(work / "out.f32", "<f4").reshape(-1, n_mels * stack))
+    report(f"front end on {target_name}", len(wavs), len(wavs))
+    return frames
