@@ -30,6 +30,7 @@ RUNTIME_ERRORS = {
     8: "version not newer than the installed one", 9: "buffer too small", 10: "storage error",
     11: "result sha256 mismatch", 12: "another patch is half applied", 13: "rollback impossible",
     14: "no patch in progress", 15: "journal written with another page size or backup area",
+    16: "backup area too small to roll an install back", 17: "no installed patch to commit",
 }
 
 
@@ -80,7 +81,7 @@ def run_cli(command: str, bundle: Path, blob_path: Path | None, public_key: byte
     if result.returncode:
         detail = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else \
             RUNTIME_ERRORS.get(result.returncode, f"exit status {result.returncode}")
-        error = InputError if result.returncode in (2, 3, 4, 5, 6, 7, 8, 12, 13, 14) else AmcError
+        error = InputError if result.returncode in (2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 16, 17) else AmcError
         raise error(f"patch runtime refused: {detail.removeprefix('amc-patch: error: ')}")
     return result.stdout.strip()
 

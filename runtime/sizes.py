@@ -78,7 +78,7 @@ def worst_case_stack(ci_files: list[Path]) -> tuple[int, list[str]]:
         return memo[fn]
 
     roots = [fn for fn in own if fn.endswith(("amc_patch_begin", "amc_patch_process",
-                                              "amc_patch_finish"))]
+                                              "amc_patch_finish", "amc_patch_commit"))]
     results = [deepest(fn, frozenset({fn})) for fn in roots]
     if not results:
         return 0, []

@@ -15,6 +15,11 @@
  *
  * After a power cut the same two passes resume the patch; AMC_PASS_ROLLBACK instead of
  * AMC_PASS_APPLY restores the base (when the backup area holds every touched page).
+ *
+ * Two-phase install (as MCUboot's test/confirm): with cfg.install_only the apply pass ends in
+ * state INSTALLED (new files, backups kept, anti-rollback counter not advanced); then either
+ *   amc_patch_commit(&p, &cfg);                   counter to the blob's version, then DONE
+ * or a verify pass and AMC_PASS_ROLLBACK, which restore the base files and end IDLE.
  * Errors are returned negated (-AMC_E_...); amc_strerror() names them.
  */
 #ifndef AMC_PATCH_H
@@ -73,7 +78,10 @@ extern "C" {
       "backup area no longer holds every touched page: rollback impossible, resume instead")       \
     X(AMC_E_STATE, 14, "no patch in progress")     /* nothing to resume or roll back */           \
     X(AMC_E_GEOMETRY, 15,                                                                          \
-      "journal was written with another page size or backup area: use the same ones")
+      "journal was written with another page size or backup area: use the same ones")            \
+    X(AMC_E_NOBACKUP, 16,                                                                          \
+      "backup area too small to roll an install back: it needs more slots than touched pages")     \
+    X(AMC_E_NOTINSTALLED, 17, "no installed patch to commit")
 
 #define AMC_ERROR_ENUM_(name, code, text) name = code,
 enum amc_error { AMC_ERROR_LIST(AMC_ERROR_ENUM_) };
@@ -84,7 +92,8 @@ enum amc_progress_state {
     AMC_STATE_IDLE = 0,
     AMC_STATE_APPLYING = 1,
     AMC_STATE_ROLLING_BACK = 2,
-    AMC_STATE_DONE = 3
+    AMC_STATE_DONE = 3,
+    AMC_STATE_INSTALLED = 4     /* an install completed: commit or roll back */
 };
 
 enum amc_pass { AMC_PASS_VERIFY = 0, AMC_PASS_APPLY = 1, AMC_PASS_ROLLBACK = 2 };
@@ -130,6 +139,10 @@ typedef struct amc_config {
     uint8_t *bucket_buf;        /* hash-record bucket values; may be NULL when size is 0 */
     uint32_t bucket_buf_size;
     uint64_t min_version;       /* a blob must be newer than this (e.g. from an OTP counter) */
+    uint8_t install_only;       /* 1: install (the apply pass ends INSTALLED, the counter waits
+                                 * for amc_patch_commit); the backup area must have more slots
+                                 * than the patch touches pages (else AMC_E_NOBACKUP, before
+                                 * any write) */
 } amc_config_t;
 
 typedef struct amc_sha256 {
@@ -142,11 +155,14 @@ typedef struct amc_progress {
     uint32_t seq;
     uint8_t state;              /* enum amc_progress_state */
     uint8_t backup_valid;       /* backup slot of page `done_pages` holds its old content */
-    uint32_t done_pages;        /* pages of the page walk fully written */
+    uint8_t install;            /* the patch in progress is an install: its apply ends INSTALLED */
+    uint32_t done_pages;        /* pages of the page walk fully written (INSTALLED: all of them) */
     uint32_t page_size;         /* the journal's geometry: resume and rollback need the same */
     uint32_t backup_pages;
-    uint64_t installed_version; /* model version of the last completed patch */
-    uint8_t digest[32];         /* root digest of the blob in progress */
+    uint64_t installed_version; /* model version of the last completed (committed) patch */
+    uint64_t version;           /* when `install`: the blob's version, which commit installs */
+    uint8_t digest[32];         /* root digest of the blob in progress (when `install`: the
+                                 * first 24 bytes, as the record keeps them; the rest 0) */
 } amc_progress_t;
 
 /* Patch state: caller-owned, opaque in spirit; sizeof() is what it costs. */
@@ -178,6 +194,13 @@ int amc_patch_finish(amc_patch_t *p);
 
 /* The persistent progress record (state IDLE with zeros when none was ever written). */
 int amc_patch_status(const amc_config_t *cfg, amc_progress_t *out);
+
+/* Commit an install: from INSTALLED, advance the counter to the blob's version (counter_write),
+ * then write DONE. No blob is needed: the journal holds the version. Idempotent: after a cut,
+ * call it again; in state DONE it writes nothing and returns 0. `p` is workspace (the caller's
+ * state struct; no process/finish follows). -AMC_E_NOTINSTALLED in state IDLE, -AMC_E_BUSY
+ * while a patch is half applied or half rolled back. */
+int amc_patch_commit(amc_patch_t *p, const amc_config_t *cfg);
 
 const char *amc_strerror(int error);
 

@@ -10,6 +10,8 @@
  *   backup: copy the old page to backup slot (seq % backup_pages), persist (APPLYING, seq, 1)
  *   write:  erase the page, write the new content
  * so after a cut the page is rebuilt from its backup (resume) or restored from it (rollback).
+ * An install (cfg.install_only) ends INSTALLED instead of DONE, the backups kept: the counter
+ * waits for amc_patch_commit, and a rollback can still restore the base.
  * docs/patch-format.md describes the format and this protocol.
  */
 #include "amc_internal.h"
@@ -67,6 +69,7 @@ static const uint8_t *record_check(amc_sha256_t *s, const uint8_t rec[AMC_PROGRE
 }
 
 #define PROGRESS_MAGIC 0x4A434D41u   /* "AMCJ" */
+#define INSTALL_DIGEST 24u           /* an install's record: 24 digest bytes, then its version */
 
 static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *rec,
                          amc_sha256_t *sha)
@@ -85,11 +88,14 @@ static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *
         out->seq = w[1];
         out->state = (uint8_t)w[2];
         out->backup_valid = (uint8_t)(w[2] >> 8);
+        out->install = rec[11] & 1u;
         out->page_size = rec[10] < 32 ? 1u << rec[10] : 0;
         out->backup_pages = le32(rec + 56);
         out->done_pages = w[3];
         out->installed_version = (uint64_t)w[5] << 32 | w[4];
-        amc__copy(out->digest, rec + 24, 32);
+        amc__fill(out->digest, 0, 32);
+        amc__copy(out->digest, rec + 24, out->install ? INSTALL_DIGEST : 32);
+        out->version = out->install ? (uint64_t)le32(rec + 52) << 32 | le32(rec + 48) : 0;
     }
     return 0;
 }
@@ -108,13 +114,17 @@ static int save_progress(amc_patch_t *p, uint8_t state, uint32_t done, uint8_t b
     g->backup_valid = backup_valid;
     w[0] = PROGRESS_MAGIC;
     w[1] = g->seq;
-    w[2] = (uint32_t)state | (uint32_t)backup_valid << 8 | log2 << 16;
+    w[2] = (uint32_t)state | (uint32_t)backup_valid << 8 | log2 << 16 | (uint32_t)g->install << 24;
     w[3] = done;
     w[4] = (uint32_t)g->installed_version;
     w[5] = (uint32_t)(g->installed_version >> 32);
     amc__fill(rec, 0, AMC_PROGRESS_SIZE);
     for (i = 0; i < 6; i++) put32(rec + 4 * i, w[i]);
     amc__copy(rec + 24, g->digest, 32);
+    if (g->install) {                    /* the version commit installs, over the digest's tail */
+        put32(rec + 24 + INSTALL_DIGEST, (uint32_t)g->version);
+        put32(rec + 28 + INSTALL_DIGEST, (uint32_t)(g->version >> 32));
+    }
     put32(rec + 56, st->backup_pages);
     amc__copy(rec + 60, record_check(&p->sha, rec), 4);
     return st->progress_write(st->ctx, g->seq & 1u, rec) < 0 ? -AMC_E_IO : 0;
@@ -158,13 +168,13 @@ static int hash_file(amc_patch_t *p, unsigned file, uint32_t size)
 /* ---- the page walk ----------------------------------------------------------------------- */
 
 /* Write back the page in the buffer (apply pass only; resumed and rollback pages are skipped). */
-static int commit(amc_patch_t *p)
+static int write_back(amc_patch_t *p)
 {
     if (p->pass != AMC_PASS_APPLY || p->skip || !p->cur_valid) return 0;
     return copy_page(p, p->cur_file, p->cur_page, p->cfg->page_buf);
 }
 
-/* Make the page holding (file, off) the current page: commit the previous one, then load this
+/* Make the page holding (file, off) the current page: write back the previous one, then load this
  * one (apply), restore it from its backup (rollback) or skip it (already done). */
 static int touch(amc_patch_t *p, unsigned file, uint32_t off)
 {
@@ -174,7 +184,7 @@ static int touch(amc_patch_t *p, unsigned file, uint32_t off)
     int rc;
     if (p->cur_valid && p->cur_file == file && p->cur_page == page) return 0;
     if (p->cur_valid) {
-        if ((rc = commit(p)) != 0) return rc;
+        if ((rc = write_back(p)) != 0) return rc;
         p->seq++;
     }
     p->cur_valid = 1;
@@ -299,7 +309,7 @@ static int parse_header(amc_patch_t *p)
     /* replay and downgrade: only a newer version, or the one whose apply is being finished */
     if (p->pass == AMC_PASS_VERIFY && (v < p->floor || (v == p->floor && !p->resuming)))
         return -AMC_E_VERSION;
-    p->version = v;
+    p->version = p->prog.version = v;
     return expect(p, ST_NAME_LEN, 1, NULL);
 }
 
@@ -406,7 +416,8 @@ static int step(amc_patch_t *p)
         return end_record(p);
     case ST_DIGEST:
         if (CHECK_HASHES && amc__differ(f, p->digest, 32)) return -AMC_E_DIGEST;
-        if (p->pass == AMC_PASS_VERIFY && p->resuming && amc__differ(p->prog.digest, p->digest, 32))
+        if (p->pass == AMC_PASS_VERIFY && p->resuming &&
+            amc__differ(p->prog.digest, p->digest, p->prog.install ? INSTALL_DIGEST : 32))
             return -AMC_E_BUSY;
         return expect(p, ST_SIG, 64, NULL);
     case ST_SIG:
@@ -497,6 +508,17 @@ static int chunk_ready(amc_patch_t *p)
 
 /* ---- the API ----------------------------------------------------------------------------- */
 
+/* The blob's version becomes the installed one: the counter first, so that a cut before the
+ * DONE record finishes on the next try (the same version is then accepted), then DONE. */
+static int complete(amc_patch_t *p)
+{
+    const amc_storage_t *st = p->cfg->storage;
+    if (st->counter_write && p->version > p->counter && st->counter_write(st->ctx, p->version) < 0)
+        return -AMC_E_IO;
+    p->prog.installed_version = p->version;
+    return save_progress(p, AMC_STATE_DONE, 0, 0);
+}
+
 int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
 {
     const amc_storage_t *st;
@@ -526,7 +548,11 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
     p->floor = p->prog.installed_version;
     if (p->floor < p->counter) p->floor = p->counter;
     if (p->floor < cfg->min_version) p->floor = cfg->min_version;
-    p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK;
+    /* a patch the journal names (half applied, half rolled back or installed): only its blob */
+    p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK ||
+                  p->prog.state == AMC_STATE_INSTALLED;
+    /* an install, asked for or found half done in the journal, ends INSTALLED */
+    p->prog.install = cfg->install_only || (p->resuming && p->prog.install);
     /* resume and rollback walk the pages as the journal numbered them: same geometry only */
     if (p->resuming && (p->prog.page_size != st->page_size || p->prog.backup_pages != st->backup_pages))
         return p->error = -AMC_E_GEOMETRY;
@@ -590,7 +616,14 @@ int amc_patch_finish(amc_patch_t *p)
     }
     st = p->cfg->storage;
     /* the last page: no progress write after it (redoing it from its backup is harmless) */
-    if ((rc = commit(p)) != 0) goto fail;
+    if ((rc = write_back(p)) != 0) goto fail;
+    /* an install must stay revertible: every touched page in its own slot, and one more (the
+     * rollback rule: the backup of the page after `done` may be mid-write) */
+    if (p->pass == AMC_PASS_VERIFY && p->prog.install &&
+        p->seq + p->cur_valid >= st->backup_pages) {
+        rc = -AMC_E_NOBACKUP;
+        goto fail;
+    }
     /* the files: base (verify: only now, after the signature; rollback) or result (apply) */
     for (i = 0; i < p->nfiles && !(p->pass == AMC_PASS_VERIFY && p->resuming); i++) {
         if ((rc = hash_file(p, i, p->file_size[i])) != 0) goto fail;
@@ -603,19 +636,25 @@ int amc_patch_finish(amc_patch_t *p)
         p->verified = 1;
         return 0;
     }
-    if (p->pass == AMC_PASS_APPLY) {
-        /* the counter first: a cut before the DONE record resumes (the same version passes) */
-        if (st->counter_write && p->version > p->counter &&
-            st->counter_write(st->ctx, p->version) < 0) {
-            rc = -AMC_E_IO;
-            goto fail;
-        }
-        p->prog.installed_version = p->version;
-    }
-    rc = save_progress(p, p->pass == AMC_PASS_APPLY ? AMC_STATE_DONE : AMC_STATE_IDLE, 0, 0);
+    if (p->pass == AMC_PASS_ROLLBACK) rc = save_progress(p, AMC_STATE_IDLE, 0, 0);
+    /* an install keeps its backups (done = every page, for a rollback) and the counter */
+    else if (p->prog.install) rc = save_progress(p, AMC_STATE_INSTALLED, p->seq + p->cur_valid, 0);
+    else rc = complete(p);
 fail:
     p->error = rc;
 out:
     p->verified = 0;
     return p->error;
+}
+
+int amc_patch_commit(amc_patch_t *p, const amc_config_t *cfg)
+{
+    /* the checks, the journal and the counter as a verify pass reads them; nothing verified */
+    int rc = amc_patch_begin(p, cfg, AMC_PASS_VERIFY);
+    if (rc) return rc;
+    if (p->prog.state == AMC_STATE_DONE) return 0;       /* committed already: nothing to do */
+    if (p->prog.state != AMC_STATE_INSTALLED)
+        return p->prog.state == AMC_STATE_IDLE ? -AMC_E_NOTINSTALLED : -AMC_E_BUSY;
+    p->version = p->prog.version;
+    return complete(p);
 }

@@ -137,6 +137,8 @@ typedef struct totals {
     unsigned long truncations, flips, accepted, storage_changed;
     unsigned long between_cuts, geometry_refused, geometry_bad;
     unsigned long mismatches, mismatch_detected, mismatch_unauthentic, mismatch_unrecovered;
+    unsigned long install_cases, install_cuts, install_nested, commit_cuts, install_rollback_cuts;
+    unsigned long install_bad;
     unsigned long long file_bytes, erases, writes, progress_writes, patched_pages;
 } totals_t;
 
@@ -474,6 +476,279 @@ static void powercut(const test_case_t *c)
     }
 }
 
+/* ---- two-phase install: install, then commit or roll back ---------------------------------- */
+
+static uint32_t touched_pages(const test_case_t *c)
+{
+    uint32_t pages = 0;
+    unsigned i;
+    for (i = 0; i < c->nfiles; i++) pages += (c->size[i] + c->page_size - 1) / c->page_size;
+    return pages;
+}
+
+static uint64_t blob_version(const uint8_t *blob)
+{
+    uint64_t v = 0;
+    unsigned k;
+    for (k = 0; k < 8; k++) v |= (uint64_t)blob[8 + k] << (8 * k);
+    return v;
+}
+
+/* An install with a backup slot for every page of the files and one more. */
+static int install_rig(rig_t *r, const test_case_t *c)
+{
+    if (rig_init(r, c, touched_pages(c) + 1) != 0) return -1;
+    r->cfg.install_only = 1;
+    return 0;
+}
+
+/* The journal says INSTALLED for this blob; the files are the new ones, the counter is still
+ * `counter`, the committed version `installed`. */
+static int is_installed(rig_t *r, const test_case_t *c, uint64_t counter, uint64_t installed)
+{
+    amc_progress_t pr;
+    if (amc_patch_status(&r->cfg, &pr) != 0 || pr.state != AMC_STATE_INSTALLED || !pr.install ||
+        pr.version != blob_version(c->blob) || pr.installed_version != installed)
+        return 0;
+    return files_equal(r, c, 1) && r->flash.counter == counter;
+}
+
+/* Another blob of the same files, one version newer: its root digest fixed up so that the
+ * verify pass gets as far as comparing it with the journal's (its signature is not valid). */
+static void other_blob(const test_case_t *c)
+{
+    amc_sha256_t sha;
+    uint32_t csize, len, first;
+    uint64_t v = blob_version(c->blob) + 1;
+    unsigned k;
+    memcpy(g_mutant, c->blob, c->blob_len);
+    for (k = 0; k < 8; k++) g_mutant[8 + k] = (uint8_t)(v >> (8 * k));
+    csize = (uint32_t)g_mutant[28] | (uint32_t)g_mutant[29] << 8 | (uint32_t)g_mutant[30] << 16 |
+            (uint32_t)g_mutant[31] << 24;
+    len = (uint32_t)g_mutant[16] | (uint32_t)g_mutant[17] << 8 | (uint32_t)g_mutant[18] << 16 |
+          (uint32_t)g_mutant[19] << 24;
+    first = len > csize ? csize + AMC_LINK_SIZE : len;
+    amc_sha256_init(&sha);
+    amc_sha256_update(&sha, g_mutant, first);
+    amc_sha256_final(&sha, g_mutant + c->blob_len - AMC_TRAILER_SIZE);
+}
+
+/* Install with a cut after `cut` operations (torn or not, and `nested`: a second cut during the
+ * first resume), then reboot and resume: INSTALLED with the new files, counter untouched. The
+ * resume is a plain apply when the journal already says install (`plain_resume`), else the
+ * install again (a cut before the first journal write leaves nothing to resume). 1 = held. */
+static int install_cut(const test_case_t *c, uint32_t cut, int torn, uint32_t nested, int plain_resume)
+{
+    rig_t r;
+    amc_progress_t pr;
+    int rc, round;
+    if (install_rig(&r, c) != 0) return 0;
+    r.flash.cut_armed = 1;
+    r.flash.cut_after = cut;
+    r.flash.torn = torn;
+    rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+    amc_simflash_power_on(&r.flash);
+    for (round = 0; rc != 0 && round < 2; round++) {
+        if (amc_patch_status(&r.cfg, &pr) != 0) return 0;
+        if (pr.state == AMC_STATE_APPLYING) {
+            /* the journal records the install: a commit now is refused, a plain resume ends
+             * INSTALLED as the install would */
+            amc_patch_t p;
+            if (amc_patch_commit(&p, &r.cfg) != -AMC_E_BUSY || !pr.install) {
+                printf("FAIL install cut %lu: journal state %u install=%u\n", (unsigned long)cut,
+                       pr.state, pr.install);
+                return 0;
+            }
+            r.cfg.install_only = (uint8_t)!plain_resume;
+        } else {
+            r.cfg.install_only = 1;
+        }
+        if (round == 0 && nested) {
+            r.flash.ops = 0;
+            r.flash.cut_armed = 1;
+            r.flash.cut_after = nested;
+            r.flash.torn = 1;
+        }
+        rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+        amc_simflash_power_on(&r.flash);
+    }
+    if (rc != 0 || !is_installed(&r, c, 0, 0)) {
+        printf("FAIL resume of an install cut at %lu torn=%d: rc=%d (%s)\n", (unsigned long)cut,
+               torn, rc, amc_strerror(rc));
+        return 0;
+    }
+    return 1;
+}
+
+/* Install, then commit with a cut after `cut` operations; commit again until it returns 0:
+ * DONE, counter and installed version equal the blob's; one more commit writes nothing, and
+ * the blob is then a replay. 1 = held. */
+static int commit_cut(const test_case_t *c, uint32_t cut, int torn)
+{
+    rig_t r;
+    amc_patch_t p;
+    amc_progress_t pr;
+    uint64_t v = blob_version(c->blob);
+    int rc;
+    if (install_rig(&r, c) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0) return 0;
+    r.flash.ops = 0;
+    r.flash.cut_armed = 1;
+    r.flash.cut_after = cut;
+    r.flash.torn = torn;
+    rc = amc_patch_commit(&p, &r.cfg);
+    amc_simflash_power_on(&r.flash);
+    if (rc != 0 && (rc = amc_patch_commit(&p, &r.cfg)) != 0) {
+        printf("FAIL commit after a cut at %lu torn=%d: rc=%d (%s)\n", (unsigned long)cut, torn, rc,
+               amc_strerror(rc));
+        return 0;
+    }
+    if (amc_patch_status(&r.cfg, &pr) != 0 || pr.state != AMC_STATE_DONE || pr.installed_version != v ||
+        r.flash.counter != v || !files_equal(&r, c, 1))
+        return 0;
+    r.flash.erases = r.flash.writes = r.flash.progress_writes = r.flash.counter_writes = 0;
+    snapshot(&r);
+    if (amc_patch_commit(&p, &r.cfg) != 0 || !unchanged(&r) || r.flash.counter_writes) return 0;
+    r.cfg.install_only = 0;
+    return stream(&p, &r.cfg, AMC_PASS_VERIFY, c->blob, c->blob_len) == -AMC_E_VERSION && unchanged(&r);
+}
+
+/* Install, then roll back with a cut after `cut` operations (and `nested`: a second one during
+ * the next rollback), and roll back until it returns 0: the base files, IDLE, the counter and
+ * the committed version untouched. 1 = held. */
+static int rollback_installed_cut(const test_case_t *c, uint32_t cut, int torn, uint32_t nested)
+{
+    rig_t r;
+    amc_progress_t pr;
+    int rc, round;
+    if (install_rig(&r, c) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0) return 0;
+    r.flash.ops = 0;
+    r.flash.cut_armed = 1;
+    r.flash.cut_after = cut;
+    r.flash.torn = torn;
+    rc = run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len);
+    amc_simflash_power_on(&r.flash);
+    for (round = 0; rc != 0 && round < 2; round++) {
+        if (round == 0 && nested) {
+            r.flash.ops = 0;
+            r.flash.cut_armed = 1;
+            r.flash.cut_after = nested;
+            r.flash.torn = 1;
+        }
+        rc = run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len);
+        amc_simflash_power_on(&r.flash);
+    }
+    if (rc != 0 || amc_patch_status(&r.cfg, &pr) != 0 || pr.state != AMC_STATE_IDLE ||
+        pr.installed_version != 0 || r.flash.counter != 0 || !files_equal(&r, c, 0)) {
+        printf("FAIL rollback of an install cut at %lu torn=%d: rc=%d (%s)\n", (unsigned long)cut,
+               torn, rc, amc_strerror(rc));
+        return 0;
+    }
+    return 1;
+}
+
+/* What an install refuses, each before any write: a backup area without a slot per touched
+ * page and one more; a commit with nothing installed; another blob while one is installed
+ * (plain apply and install alike); a rollback under another geometry. And what it takes: the
+ * installed blob again (it stays INSTALLED). 1 = held. */
+static int install_refusals(const test_case_t *c, uint32_t touched)
+{
+    rig_t r;
+    amc_patch_t p;
+    amc_storage_t saved;
+    int k, rc;
+    for (k = touched ? 0 : 1; k < 2; k++) {     /* one slot short, then just enough */
+        if (rig_init(&r, c, touched + (uint32_t)k) != 0) return 0;
+        r.cfg.install_only = 1;
+        snapshot(&r);
+        rc = run(&r, AMC_PASS_APPLY, c->blob, c->blob_len);
+        if (k ? rc != 0 || !is_installed(&r, c, 0, 0) : rc != -AMC_E_NOBACKUP || !unchanged(&r)) {
+            printf("FAIL install with %lu backup pages for %lu touched pages: rc=%d (%s)\n",
+                   (unsigned long)(touched + (uint32_t)k), (unsigned long)touched, rc, amc_strerror(rc));
+            return 0;
+        }
+    }
+    if (install_rig(&r, c) != 0) return 0;
+    snapshot(&r);
+    if ((rc = amc_patch_commit(&p, &r.cfg)) != -AMC_E_NOTINSTALLED || !unchanged(&r)) {
+        printf("FAIL commit with nothing installed: rc=%d (%s)\n", rc, amc_strerror(rc));
+        return 0;
+    }
+    if (run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0 || !is_installed(&r, c, 0, 0)) return 0;
+    other_blob(c);
+    for (k = 0; k < 2; k++) {
+        r.cfg.install_only = (uint8_t)k;
+        r.flash.erases = r.flash.writes = r.flash.progress_writes = 0;
+        snapshot(&r);
+        if ((rc = run(&r, AMC_PASS_APPLY, g_mutant, c->blob_len)) != -AMC_E_BUSY || !unchanged(&r)) {
+            printf("FAIL %s of another blob while installed: rc=%d (%s)\n", k ? "install" : "apply", rc,
+                   amc_strerror(rc));
+            return 0;
+        }
+    }
+    saved = r.storage;
+    r.storage.page_size *= 2;
+    rc = run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len);
+    r.storage = saved;
+    if (rc != -AMC_E_GEOMETRY || !unchanged(&r)) {
+        printf("FAIL rollback of an install under another geometry: rc=%d (%s)\n", rc, amc_strerror(rc));
+        return 0;
+    }
+    r.cfg.install_only = 0;
+    return run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) == 0 && is_installed(&r, c, 0, 0);
+}
+
+/* Operations of a clean install, commit and rollback of an install; the pages it touched. */
+static int install_ops(const test_case_t *c, uint32_t *install, uint32_t *commit, uint32_t *rollback,
+                       uint32_t *touched)
+{
+    rig_t r;
+    amc_patch_t p;
+    amc_progress_t pr;
+    if (install_rig(&r, c) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0 ||
+        amc_patch_status(&r.cfg, &pr) != 0)
+        return -1;
+    *install = r.flash.ops;
+    *touched = pr.done_pages;
+    r.flash.ops = 0;
+    if (amc_patch_commit(&p, &r.cfg) != 0) return -1;
+    *commit = r.flash.ops;
+    if (install_rig(&r, c) != 0 || run(&r, AMC_PASS_APPLY, c->blob, c->blob_len) != 0) return -1;
+    r.flash.ops = 0;
+    if (run(&r, AMC_PASS_ROLLBACK, c->blob, c->blob_len) != 0) return -1;
+    *rollback = r.flash.ops;
+    return 0;
+}
+
+static void install(const test_case_t *c)
+{
+    uint32_t ops, commit_ops, rollback_ops, touched, cut;
+    int torn;
+    T.install_cases++;
+    if (install_ops(c, &ops, &commit_ops, &rollback_ops, &touched) != 0 || !install_refusals(c, touched)) {
+        T.install_bad++;
+        printf("FAIL install: a clean install, commit or rollback\n");
+        return;
+    }
+    for (cut = 0; cut < ops; cut++) {
+        for (torn = 0; torn <= 1; torn++) {
+            T.install_cuts++;
+            T.install_bad += !install_cut(c, cut, torn, 0, torn);
+        }
+        T.install_nested++;
+        T.install_bad += !install_cut(c, cut, 1, rng() % ops, (int)(cut & 1u));
+    }
+    for (cut = 0; cut <= commit_ops; cut++)
+        for (torn = 0; torn <= 1; torn++) {
+            T.commit_cuts++;
+            T.install_bad += !commit_cut(c, cut, torn);
+        }
+    for (cut = 0; cut < rollback_ops; cut++)
+        for (torn = 0; torn <= 1; torn++) {
+            T.install_rollback_cuts++;
+            T.install_bad += !rollback_installed_cut(c, cut, torn, torn ? rng() % rollback_ops : 0);
+        }
+}
+
 /* Every page of every file holds its base or its result content, and nothing was written
  * outside a file or the backup area. */
 static int pages_authentic(const rig_t *r, const test_case_t *c)
@@ -640,7 +915,10 @@ static int run_pack(const char *path, int bench_mode)
         } else {
             reject(&c);
         }
-        if (c.flags & F_POWERCUT) powercut(&c);
+        if (c.flags & F_POWERCUT) {
+            powercut(&c);
+            install(&c);
+        }
         if (c.flags & F_BADBLOB) badblob(&c);
         if (c.flags & F_MISMATCH) mismatch(&c);
     }
@@ -690,6 +968,9 @@ int main(int argc, char **argv)
                T.geometry_refused, T.geometry_bad);
         printf("mismatch streams=%lu detected=%lu unauthentic=%lu unrecovered=%lu\n", T.mismatches,
                T.mismatch_detected, T.mismatch_unauthentic, T.mismatch_unrecovered);
+        printf("install cases=%lu cuts=%lu nested=%lu commit_cuts=%lu rollback_cuts=%lu bad=%lu\n",
+               T.install_cases, T.install_cuts, T.install_nested, T.commit_cuts,
+               T.install_rollback_cuts, T.install_bad);
 #ifdef AMC_HAVE_SODIUM
         printf("signature check=ed25519-libsodium\n");
 #else
@@ -698,7 +979,8 @@ int main(int argc, char **argv)
         printf("wear file_bytes=%llu erases=%llu writes=%llu progress_writes=%llu\n", T.file_bytes,
                T.erases, T.writes, T.progress_writes);
         bad |= T.cross_failed || T.reject_failed || T.corrupted || T.rollback_bad || T.accepted ||
-               T.storage_changed || T.geometry_bad || T.mismatch_unauthentic || T.mismatch_unrecovered;
+               T.storage_changed || T.geometry_bad || T.mismatch_unauthentic || T.mismatch_unrecovered ||
+               T.install_bad;
     }
     printf("RESULT %s\n", bad ? "fail" : "ok");
     return bad ? 1 : 0;
