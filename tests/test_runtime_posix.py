@@ -280,3 +280,141 @@ def test_the_largest_numbers_are_taken(cli, case):
                   "--backup-pages", "65536", "--min-version", "2", blob)
     assert done.returncode == 0, done.stderr
     assert all((bundle / name).read_bytes() == data for name, data in new.items())
+
+
+# ---- two-phase install: install, then commit or roll back ---------------------------------------
+
+INSTALLED, COMMIT_NOTHING, BUSY = "status=installed", 17, 12
+
+
+def _journal_record(seq: int, state: int, backup_valid: int, page_log2: int, flags: int, done: int,
+                    installed: int, digest: bytes, version: int, backup_pages: int) -> bytes:
+    """One progress record as docs/patch-format.md lays it out (an install's: 24 digest bytes,
+    then its version), with its check word."""
+    head = b"AMCJ" + struct.pack("<IBBBBIQ", seq, state, backup_valid, page_log2, flags, done, installed)
+    head += digest[:24] + struct.pack("<QI", version, backup_pages)
+    return head + hashlib.sha256(head).digest()[:4]
+
+
+def test_install_then_commit_advances_the_counter(cli, case):
+    tmp_path, bundle = case
+    counter = tmp_path / "installed-version"
+    key = ["--key", tmp_path / "key.pub", "--counter", counter]
+    blob, new = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)
+    done = _patch(cli, "install", bundle, *key, blob)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("status=installed version=3 files=2 "), done.stdout
+    assert all((bundle / name).read_bytes() == data for name, data in new.items())
+    assert not counter.exists()                                 # not advanced: still reads 0
+    assert (bundle / ".amc-patch" / "backup").is_file()         # kept for a rollback
+    status = _patch(cli, "status", bundle, "--counter", counter)
+    assert status.stdout == "status=installed version=3 installed_version=0 done_pages=2 counter=0\n"
+    for _ in range(2):                                          # and again: idempotent
+        commit = _patch(cli, "commit", bundle, "--counter", counter)
+        assert commit.returncode == 0, commit.stderr
+        assert commit.stdout == "status=committed version=3\n"
+        assert counter.read_bytes() == _counter(3)
+    assert not (bundle / ".amc-patch" / "backup").exists()
+    status = _patch(cli, "status", bundle, "--counter", counter)
+    assert status.stdout == "state=done installed_version=3 done_pages=0 counter=3\n"
+    assert all((bundle / name).read_bytes() == data for name, data in new.items())
+    assert _patch(cli, "apply", bundle, *key, blob).returncode == VERSION      # now a replay
+
+
+def test_install_then_rollback_restores_the_base_and_keeps_the_counter(cli, case):
+    tmp_path, bundle = case
+    counter = tmp_path / "installed-version"
+    counter.write_bytes(_counter(2))                            # version 2 committed earlier
+    blob, new = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)
+    install = _patch(cli, "install", bundle, "--key", tmp_path / "key.pub", "--counter", counter, blob)
+    assert install.returncode == 0 and install.stdout.startswith(INSTALLED), install.stderr
+    assert (bundle / "fast.pte").read_bytes() == new["fast.pte"]
+    # as an OTA client rolls back: the blob and the keys, no counter, no geometry
+    back = _patch(cli, "rollback", bundle, "--key", tmp_path / "key.pub", blob)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.startswith("status=rolled-back version=3 "), back.stdout
+    assert all((bundle / name).read_bytes() == data for name, data in BASE.items())
+    assert counter.read_bytes() == _counter(2)
+    assert _patch(cli, "status", bundle).stdout == "state=idle installed_version=0 done_pages=0\n"
+    assert not (bundle / ".amc-patch" / "backup").exists()
+    # nothing to roll back any more; the same blob can be installed again
+    again = _patch(cli, "rollback", bundle, "--key", tmp_path / "key.pub", blob)
+    assert again.returncode == 14, again.stderr                                  # AMC_E_STATE
+    install = _patch(cli, "install", bundle, "--key", tmp_path / "key.pub", "--counter", counter, blob)
+    assert install.returncode == 0 and install.stdout.startswith(INSTALLED), install.stderr
+
+
+def test_commit_with_nothing_installed_is_refused(cli, case):
+    tmp_path, bundle = case
+    counter = tmp_path / "installed-version"
+    done = _patch(cli, "commit", bundle, "--counter", counter)
+    assert done.returncode == COMMIT_NOTHING, done.stderr
+    assert done.stderr == "amc-patch: error: no installed patch to commit\n" and done.stdout == ""
+    assert not (bundle / ".amc-patch").exists() and not counter.exists()
+    blob, _ = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)
+    assert _patch(cli, "commit", bundle, blob).returncode == USAGE          # commit takes no blob
+    # installed and rolled back: nothing installed again
+    key = ["--key", tmp_path / "key.pub"]
+    assert _patch(cli, "install", bundle, *key, blob).returncode == 0
+    assert _patch(cli, "rollback", bundle, *key, blob).returncode == 0
+    assert _patch(cli, "commit", bundle, "--counter", counter).returncode == COMMIT_NOTHING
+    assert not counter.exists()
+
+
+def test_a_second_blob_while_installed_is_refused(cli, case):
+    tmp_path, bundle = case
+    key = ["--key", tmp_path / "key.pub"]
+    v3, new = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)
+    assert _patch(cli, "install", bundle, *key, v3).returncode == 0
+    v4, _ = _blob(tmp_path, "v4.amcp", new, [pb.RawRecord(0, 200, b"\x05")], 4)
+    for command in ("apply", "install"):
+        done = _patch(cli, command, bundle, *key, v4)
+        assert done.returncode == BUSY, (command, done.stderr)
+        assert "another patch is half applied" in done.stderr
+    assert all((bundle / name).read_bytes() == data for name, data in new.items())
+    assert _patch(cli, "status", bundle).stdout.startswith("status=installed version=3 ")
+    # the installed blob itself is taken: it stays installed
+    done = _patch(cli, "apply", bundle, *key, v3)
+    assert done.returncode == 0 and done.stdout.startswith(INSTALLED), done.stderr
+
+
+def test_resume_of_an_interrupted_install_ends_installed(cli, case):
+    """The journal an install leaves when the power goes after its first page was written (a
+    record as docs/patch-format.md lays it out, its backup slot holding the page's old content):
+    `resume`, with no geometry given, finishes it as an install, not a plain apply."""
+    tmp_path, bundle = case
+    counter = tmp_path / "installed-version"
+    blob, new = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)
+    digest = pb.read_blob(blob.read_bytes()).digest
+    journal = bundle / ".amc-patch"
+    journal.mkdir()
+    (journal / "backup").write_bytes(BASE["fast.pte"])                   # slot 0: page 0's old content
+    (bundle / "fast.pte").write_bytes(new["fast.pte"])                   # page 0 written
+    backup_pages = 3                       # an install's default: the files' two pages and one more
+    record = _journal_record(1, 1, 1, 12, 1, 0, 0, digest, 3, backup_pages)   # APPLYING, install
+    (journal / "progress").write_bytes(bytes(64) + record)
+    status = _patch(cli, "status", bundle)
+    assert status.stdout == "state=applying installed_version=0 done_pages=0\n"
+    assert _patch(cli, "commit", bundle).returncode == BUSY               # resume or roll back first
+    done = _patch(cli, "resume", bundle, "--key", tmp_path / "key.pub", "--counter", counter, blob)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("status=installed version=3 "), done.stdout
+    assert all((bundle / name).read_bytes() == data for name, data in new.items())
+    assert not counter.exists()
+    assert _patch(cli, "status", bundle).stdout == \
+        "status=installed version=3 installed_version=0 done_pages=2\n"
+    commit = _patch(cli, "commit", bundle, "--counter", counter)
+    assert commit.stdout == "status=committed version=3\n" and counter.read_bytes() == _counter(3)
+
+
+def test_an_install_needs_a_backup_slot_for_every_page_and_one_more(cli, case):
+    tmp_path, bundle = case
+    blob, new = _blob(tmp_path, "v3.amcp", BASE, RECORDS, 3)              # touches 2 pages
+    key = ["--key", tmp_path / "key.pub"]
+    done = _patch(cli, "install", bundle, *key, "--backup-pages", "2", blob)
+    assert done.returncode == 16, done.stderr                             # AMC_E_NOBACKUP
+    assert "backup area too small to roll an install back" in done.stderr
+    assert not (bundle / ".amc-patch").exists()
+    assert all((bundle / name).read_bytes() == data for name, data in BASE.items())
+    done = _patch(cli, "install", bundle, *key, "--backup-pages", "3", blob)
+    assert done.returncode == 0 and done.stdout.startswith(INSTALLED), done.stderr

@@ -2,8 +2,9 @@
  * amc-patch: apply an .amcp blob to a bundle directory on a Linux board, with the POSIX port
  * and libsodium's Ed25519.
  *
- *   amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB
+ *   amc-patch apply|install|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB
  *             [--counter FILE] [--page-size N] [--backup-pages N] [--min-version V]
+ *   amc-patch commit --dir BUNDLE [--counter FILE]
  *   amc-patch status --dir BUNDLE [--counter FILE]
  *
  * The trusted public keys form a keyring: `--key` names one file and may be repeated,
@@ -22,6 +23,25 @@
  * it), so a blob older than the last one installed stays refused after the journal is wiped; a
  * missing FILE reads as 0, a corrupt one refuses every patch. `status` then prints it too.
  * `apply` resumes a half-applied patch of the same blob; `resume` does only that.
+ *
+ * Two-phase install (an OTA client's install, health check, then commit or roll back):
+ *   `install` verifies and applies the blob but leaves the version uncommitted: it ends
+ *     `status=installed version=N ...` with the new files in place, the backups kept and the
+ *     counter as it was. A cut during it: `resume` (or `install` again) ends `status=installed`.
+ *     Another blob is refused while one is installed (exit status 12, AMC_E_BUSY).
+ *   `commit` makes the installed version the installed one for good: the counter FILE advances
+ *     to it, then the journal says done; it prints `status=committed version=N`. It needs no blob
+ *     or key (the journal holds the version) and may be repeated (a cut during it: run it again).
+ *     With nothing installed it fails with exit status 17 (AMC_E_NOTINSTALLED), while a patch is
+ *     half applied with 12.
+ *   `rollback BLOB` from an install restores the base files (`status=rolled-back ...`), the
+ *     counter untouched. `status` prints `status=installed version=N installed_version=M
+ *     done_pages=P [counter=C]` while one is installed (M: the last committed version).
+ * Page size and backup area: when not given, a patch the journal holds in progress (half
+ * applied, half rolled back or installed) takes the journal's own; else 4096-byte pages and 4
+ * backup pages, or for `install` a backup page for every page of the blob's files and one more
+ * (an install is refused, exit status 16, when its backup area cannot hold every page it
+ * touches and one more: it must stay revertible). The backup file grows only to the pages written.
  * Numbers are decimal: page size a power of two from 64 to 65536, backup pages at least 1 and
  * at most 4 GiB in all, min version a u64.
  * Prints one `key=value` line on success; on failure `amc-patch: error: ...` on stderr and the
@@ -44,14 +64,16 @@
 #define EXIT_USAGE 64
 #define EXIT_SYSTEM 71
 
-static const char *const state_names[] = {"idle", "applying", "rolling-back", "done"};
+static const char *const state_names[] = {"idle", "applying", "rolling-back", "done", "installed"};
 
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: amc-patch apply|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)... BLOB\n"
-            "                 [--counter FILE] [--page-size N] [--backup-pages N] [--min-version V]\n"
+            "usage: amc-patch apply|install|resume|rollback|verify --dir BUNDLE (--key KEY.pub | --keyring DIR)...\n"
+            "                 BLOB [--counter FILE] [--page-size N] [--backup-pages N] [--min-version V]\n"
+            "       amc-patch commit --dir BUNDLE [--counter FILE]\n"
             "       amc-patch status --dir BUNDLE [--counter FILE]\n"
+            "       install: applied, not committed (commit, or rollback BLOB, decides)\n"
             "       --key may be repeated; --keyring adds every *.pub in DIR (32 raw bytes each)\n"
             "       --counter FILE: the installed version, kept outside BUNDLE (anti-rollback)\n");
     return EXIT_USAGE;
@@ -202,6 +224,7 @@ typedef struct options {
     int key_is_ring[AMC_CONFIG_MAX_KEYS];
     unsigned nsources;
     uint64_t page_size, backup_pages, min_version;
+    int page_size_given, backup_pages_given;
 } options_t;
 
 /* 0, or the exit status after saying what is wrong. */
@@ -234,6 +257,8 @@ static int parse_options(options_t *o, int argc, char **argv)
         else return usage();
     }
     if (!o->dir) return usage();
+    o->page_size_given = page_size != NULL;
+    o->backup_pages_given = backup_pages != NULL;
     if (page_size && (rc = parse_number("--page-size", page_size, 64, 65536, &o->page_size)) != 0) return rc;
     if (o->page_size & (o->page_size - 1)) {
         fprintf(stderr, "amc-patch: error: --page-size %s: expected a power of two from 64 to 65536\n", page_size);
@@ -278,16 +303,50 @@ static int status(amc_posix_t *px, const amc_config_t *cfg, const options_t *o)
     int rc = amc_patch_status(cfg, &prog);
     if (rc) return patch_fail(rc, px);
     if (o->counter && st->counter_read(st->ctx, &counter) != 0) return patch_fail(-AMC_E_IO, px);
-    printf("state=%s installed_version=%llu done_pages=%lu", state_names[prog.state & 3],
-           (unsigned long long)prog.installed_version, (unsigned long)prog.done_pages);
+    if (prog.state == AMC_STATE_INSTALLED)
+        printf("status=installed version=%llu", (unsigned long long)prog.version);
+    else
+        printf("state=%s", prog.state <= AMC_STATE_DONE ? state_names[prog.state] : "unknown");
+    printf(" installed_version=%llu done_pages=%lu", (unsigned long long)prog.installed_version,
+           (unsigned long)prog.done_pages);
     if (o->counter) printf(" counter=%llu", (unsigned long long)counter);
     printf("\n");
     return 0;
 }
 
-/* verify, apply, resume or rollback the blob; the files are opened by the port as the core
- * touches them */
-static int patch(const char *cmd, int pass, amc_posix_t *px, const amc_config_t *cfg, const options_t *o)
+/* A patch the journal names: half applied, half rolled back, or installed. */
+static int in_progress(const amc_progress_t *prog)
+{
+    return prog->state == AMC_STATE_APPLYING || prog->state == AMC_STATE_ROLLING_BACK ||
+           prog->state == AMC_STATE_INSTALLED;
+}
+
+/* The page size and backup area of the storage: as given; else, for a patch the journal holds in
+ * progress, the journal's own (so resume, rollback and commit need no options); else 4096-byte
+ * pages and 4 backup pages, or for an install a slot for every page of the blob's files and one
+ * more (the backup file grows only to the pages written). */
+static void pick_geometry(amc_storage_t *st, const options_t *o, const amc_progress_t *prog, int install,
+                          const amc_file_info_t *files, unsigned nfiles)
+{
+    uint64_t page = o->page_size, backup = o->backup_pages, pages = 1;
+    unsigned i;
+    int journal = in_progress(prog) && prog->page_size >= 64 && prog->page_size <= 65536 &&
+                  prog->backup_pages >= 1;
+    if (!o->page_size_given && journal) page = prog->page_size;
+    if (!o->backup_pages_given && journal) {
+        backup = prog->backup_pages;
+    } else if (!o->backup_pages_given && install) {
+        for (i = 0; i < nfiles; i++) pages += (files[i].size + page - 1) / page;
+        backup = pages < ((uint64_t)1 << 32) / page ? pages : ((uint64_t)1 << 32) / page;
+    }
+    st->page_size = (uint32_t)page;
+    st->backup_pages = (uint32_t)backup;
+}
+
+/* verify, apply, install, resume or rollback the blob; the files are opened by the port as the
+ * core touches them */
+static int patch(const char *cmd, int pass, amc_posix_t *px, amc_storage_t *st, amc_config_t *cfg,
+                 const options_t *o)
 {
     static uint8_t head[CHUNK];
     static amc_patch_t p;
@@ -297,7 +356,7 @@ static int patch(const char *cmd, int pass, amc_posix_t *px, const amc_config_t 
     unsigned nfiles;
     size_t n;
     FILE *fp;
-    int rc;
+    int rc, installed;
 
     if (!(fp = fopen(o->blob, "rb"))) return sys_fail(o->blob);
     n = fread(head, 1, sizeof head, fp);
@@ -310,27 +369,47 @@ static int patch(const char *cmd, int pass, amc_posix_t *px, const amc_config_t 
         return fail(rc);
     }
     amc_posix_files(px, files, nfiles);      /* nfiles <= AMC_CONFIG_MAX_FILES: it cannot fail */
-    if (strcmp(cmd, "resume") == 0 || pass == AMC_PASS_ROLLBACK) {
-        if ((rc = amc_patch_status(cfg, &prog)) != 0) {
-            fclose(fp);
-            return patch_fail(rc, px);
-        }
-        if (prog.state != AMC_STATE_APPLYING && prog.state != AMC_STATE_ROLLING_BACK) {
-            fclose(fp);
-            if (pass == AMC_PASS_ROLLBACK) return fail(-AMC_E_STATE);
-            printf("status=idle installed_version=%llu\n", (unsigned long long)prog.installed_version);
-            return 0;
-        }
+    if ((rc = amc_patch_status(cfg, &prog)) != 0) {
+        fclose(fp);
+        return patch_fail(rc, px);
+    }
+    cfg->install_only = strcmp(cmd, "install") == 0;
+    pick_geometry(st, o, &prog, cfg->install_only, files, nfiles);
+    if ((strcmp(cmd, "resume") == 0 || pass == AMC_PASS_ROLLBACK) && !in_progress(&prog)) {
+        fclose(fp);
+        if (pass == AMC_PASS_ROLLBACK) return fail(-AMC_E_STATE);
+        printf("status=idle installed_version=%llu\n", (unsigned long long)prog.installed_version);
+        return 0;
     }
     rc = stream(&p, cfg, AMC_PASS_VERIFY, fp, head, n);
     if (rc == 0 && pass != AMC_PASS_VERIFY) rc = stream(&p, cfg, pass, fp, head, n);
     fclose(fp);
     if (rc) return patch_fail(rc, px);
-    if (pass != AMC_PASS_VERIFY && amc_posix_remove_backup(px) != 0)    /* done all the same */
+    /* an install (asked for, or the one a resume finished) keeps its backups for a rollback */
+    if (pass != AMC_PASS_VERIFY && (rc = amc_patch_status(cfg, &prog)) != 0) return patch_fail(rc, px);
+    installed = pass == AMC_PASS_APPLY && prog.state == AMC_STATE_INSTALLED;
+    if (pass != AMC_PASS_VERIFY && !installed && amc_posix_remove_backup(px) != 0)   /* done all the same */
         fprintf(stderr, "amc-patch: warning: %s\n", px->why);
     printf("status=%s version=%llu files=%u writes=%lu fsyncs=%lu\n",
-           pass == AMC_PASS_VERIFY ? "verified" : pass == AMC_PASS_APPLY ? "applied" : "rolled-back",
+           pass == AMC_PASS_VERIFY ? "verified" : installed ? "installed" :
+           pass == AMC_PASS_APPLY ? "applied" : "rolled-back",
            (unsigned long long)version, nfiles, (unsigned long)px->writes, (unsigned long)px->fsyncs);
+    return 0;
+}
+
+/* Commit the installed patch: the counter, then the journal's DONE (amc_patch_commit). */
+static int commit(amc_posix_t *px, amc_storage_t *st, const amc_config_t *cfg, const options_t *o)
+{
+    static amc_patch_t p;
+    amc_progress_t prog;
+    int rc = amc_patch_status(cfg, &prog);
+    if (rc) return patch_fail(rc, px);
+    pick_geometry(st, o, &prog, 0, NULL, 0);
+    if ((rc = amc_patch_commit(&p, cfg)) != 0 || (rc = amc_patch_status(cfg, &prog)) != 0)
+        return patch_fail(rc, px);
+    if (amc_posix_remove_backup(px) != 0)    /* committed all the same */
+        fprintf(stderr, "amc-patch: warning: %s\n", px->why);
+    printf("status=committed version=%llu\n", (unsigned long long)prog.installed_version);
     return 0;
 }
 
@@ -347,14 +426,17 @@ int main(int argc, char **argv)
 
     if (argc < 2) return usage();
     cmd = argv[1];
-    if (strcmp(cmd, "apply") == 0 || strcmp(cmd, "resume") == 0) pass = AMC_PASS_APPLY;
+    if (strcmp(cmd, "apply") == 0 || strcmp(cmd, "install") == 0 || strcmp(cmd, "resume") == 0)
+        pass = AMC_PASS_APPLY;
     else if (strcmp(cmd, "rollback") == 0) pass = AMC_PASS_ROLLBACK;
     else if (strcmp(cmd, "verify") == 0) pass = AMC_PASS_VERIFY;
-    else if (strcmp(cmd, "status") != 0) return usage();
+    else if (strcmp(cmd, "status") != 0 && strcmp(cmd, "commit") != 0) return usage();
     if ((rc = parse_options(&o, argc, argv)) != 0) return rc;
     if (pass >= 0) {
         if (!o.blob) return usage();
         if ((rc = load_keys(&ring, &o)) != 0) return rc;
+    } else if (strcmp(cmd, "commit") == 0 && o.blob) {
+        return usage();         /* the journal holds what a commit needs */
     }
 
     if (amc_posix_open(&px, o.dir) != 0) {
@@ -379,7 +461,9 @@ int main(int argc, char **argv)
     cfg.bucket_buf_size = sizeof buckets;
     cfg.min_version = o.min_version;
 
-    rc = pass < 0 ? status(&px, &cfg, &o) : patch(cmd, pass, &px, &cfg, &o);
+    if (pass >= 0) rc = patch(cmd, pass, &px, &storage, &cfg, &o);
+    else if (strcmp(cmd, "commit") == 0) rc = commit(&px, &storage, &cfg, &o);
+    else rc = status(&px, &cfg, &o);
     amc_posix_close(&px);
     return rc;
 }
