@@ -161,8 +161,8 @@ typedef struct amc_progress {
     uint32_t backup_pages;
     uint64_t installed_version; /* model version of the last completed (committed) patch */
     uint64_t version;           /* when `install`: the blob's version, which commit installs */
-    uint8_t digest[32];         /* root digest of the blob in progress (when `install`: the
-                                 * first 24 bytes, as the record keeps them; the rest 0) */
+    uint8_t digest[32];         /* root digest of the blob in progress (when `install`: only
+                                 * the first 24 bytes, then the record's version bytes) */
 } amc_progress_t;
 
 /* Patch state: caller-owned, opaque in spirit; sizeof() is what it costs. */

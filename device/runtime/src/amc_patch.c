@@ -93,8 +93,7 @@ static int load_progress(const amc_config_t *cfg, amc_progress_t *out, uint8_t *
         out->backup_pages = le32(rec + 56);
         out->done_pages = w[3];
         out->installed_version = (uint64_t)w[5] << 32 | w[4];
-        amc__fill(out->digest, 0, 32);
-        amc__copy(out->digest, rec + 24, out->install ? INSTALL_DIGEST : 32);
+        amc__copy(out->digest, rec + 24, 32);
         out->version = out->install ? (uint64_t)le32(rec + 52) << 32 | le32(rec + 48) : 0;
     }
     return 0;
@@ -549,8 +548,7 @@ int amc_patch_begin(amc_patch_t *p, const amc_config_t *cfg, int pass)
     if (p->floor < p->counter) p->floor = p->counter;
     if (p->floor < cfg->min_version) p->floor = cfg->min_version;
     /* a patch the journal names (half applied, half rolled back or installed): only its blob */
-    p->resuming = p->prog.state == AMC_STATE_APPLYING || p->prog.state == AMC_STATE_ROLLING_BACK ||
-                  p->prog.state == AMC_STATE_INSTALLED;
+    p->resuming = p->prog.state != AMC_STATE_IDLE && p->prog.state != AMC_STATE_DONE;
     /* an install, asked for or found half done in the journal, ends INSTALLED */
     p->prog.install = cfg->install_only || (p->resuming && p->prog.install);
     /* resume and rollback walk the pages as the journal numbered them: same geometry only */
