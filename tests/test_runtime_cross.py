@@ -19,6 +19,7 @@ def test_suites_on_target(target):
     assert s["reject"]["failed"] == 0
     assert s["powercut"]["corrupted"] == 0 and s["rollback"]["bad"] == 0
     assert s["badblob"]["accepted"] == 0 and s["badblob"]["storage_changed"] == 0
+    assert s["install"]["cuts"] > 0 and s["install"]["bad"] == 0
     # the Pis check signatures with Debian's libsodium for their architecture (linked statically,
     # as in amc-patch); bare metal accepts the pairs the Python side signed
     expected = "ed25519-libsodium" if target.startswith("rpi") else "trusted-fixture"

@@ -28,6 +28,9 @@ def _check_suites(result):
     assert s["rollback"]["to_base"] > 0 and s["rollback"]["bad"] == 0
     assert s["badblob"]["flips"] > 1000 and s["badblob"]["accepted"] == 0
     assert s["badblob"]["storage_changed"] == 0
+    # two-phase install: cuts in the install, the commit and the rollback of an install
+    assert s["install"]["cuts"] > 300 and s["install"]["commit_cuts"] > 0
+    assert s["install"]["rollback_cuts"] > 100 and s["install"]["bad"] == 0
 
 
 def test_host_suites():

@@ -29,11 +29,12 @@
  *     `status=installed version=N ...` with the new files in place, the backups kept and the
  *     counter as it was. A cut during it: `resume` (or `install` again) ends `status=installed`.
  *     Another blob is refused while one is installed (exit status 12, AMC_E_BUSY).
- *   `commit` makes the installed version the installed one for good: the counter FILE advances
- *     to it, then the journal says done; it prints `status=committed version=N`. It needs no blob
- *     or key (the journal holds the version) and may be repeated (a cut during it: run it again).
+ *   `commit` keeps the install for good: the counter FILE advances to its version, then the
+ *     journal says done and the backup file goes; it prints `status=committed version=N`. It
+ *     needs no blob or key (the journal holds the version) and may be repeated (after a cut
+ *     during it, run it again; in state done it changes nothing and prints the same line).
  *     With nothing installed it fails with exit status 17 (AMC_E_NOTINSTALLED), while a patch is
- *     half applied with 12.
+ *     half applied with 12 (AMC_E_BUSY). Without --counter only the journal advances.
  *   `rollback BLOB` from an install restores the base files (`status=rolled-back ...`), the
  *     counter untouched. `status` prints `status=installed version=N installed_version=M
  *     done_pages=P [counter=C]` while one is installed (M: the last committed version).
