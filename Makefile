@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := espeak-ng sox cmake clang libclang-rt-14-dev valgrind libsodium-dev \
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf \
-	binutils-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-user qemu-system-arm zstd xdelta3
+	binutils-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-user qemu-system-arm zstd xdelta3 \
+	debootstrap qemu-user-static e2fsprogs
 # Debian architectures of the Raspberry Pi presets: their libsodium is fetched with apt-get download
 FOREIGN_ARCHS := arm64 armhf
 EXECUTORCH := executorch==1.5.1
@@ -14,7 +15,7 @@ LITERT := ai-edge-litert==2.3.0
 # tflite-runtime, the interpreter older Raspberry Pi images carry, needs numpy<2: a venv of its own
 TFLITE_RUNTIME_VENV := build/tflite-runtime-venv
 
-.PHONY: setup apt venv device-libs tflite-runtime run test clean
+.PHONY: setup apt venv device-libs tflite-runtime system run test clean
 
 setup: apt venv device-libs tflite-runtime
 
@@ -53,10 +54,16 @@ $(TFLITE_RUNTIME_VENV)/.installed:
 		echo "tflite-runtime does not install here: its check is reported as not run"
 	touch $@
 
+# The emulated Raspberry Pi 4 system (Debian arm64 with systemd, booted by qemu-system-aarch64 for
+# `amc test --target rpi4 --system`), cached under build/cache/system; registers qemu-user-static's
+# arm64 binfmt_misc entry to run the packages' maintainer scripts
+system: apt venv
+	$(BIN)/python -m amc.targets.system
+
 run: setup
 	$(BIN)/amc compile --target rpi4
 
-test: setup
+test: setup system
 	$(BIN)/python -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 clean:

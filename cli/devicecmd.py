@@ -26,6 +26,10 @@ def test(
     records: int = typer.Option(96, min=1, help="Recorded inputs each graph runs on the board."),
     mflops: Optional[float] = typer.Option(None, min=0.001, help="Processor speed for the backlog (default: the model's nominal)."),
     patch: bool = typer.Option(True, "--patch/--no-patch", help="Apply a weight update with amc-patch on the board."),
+    system: bool = typer.Option(False, "--system", help="Boot the emulated Pi 4 (Debian arm64, systemd) and run "
+                                                        "everything there, the patch by the boot unit after a reboot."),
+    power_cuts: int = typer.Option(0, "--power-cuts", min=0, help="With --system: kill QEMU this many times during "
+                                                                  "the boot unit's apply and boot again."),
     json_out: bool = Json,
 ) -> None:
     """Run the bundle on the target's CPU under QEMU and compare with the host's runtime; for a
@@ -34,7 +38,8 @@ def test(
 
     settings = Settings(utterances=utterances, records_per_graph=records, mflops=mflops, patch=patch)
     with progress_bar(not json_out) as report, stdout_to_stderr():
-        result = test_on_target(target, bundle, backend, data, settings, report=report)
+        result = test_on_target(target, bundle, backend, data, settings, report=report, system=system,
+                                power_cuts=power_cuts)
     if json_out:
         print_json(result)
     else:
@@ -45,6 +50,9 @@ def test(
 
 def _summary(result: dict) -> None:
     stderr.print(f"{result['target']}: {result.get('emulator', result.get('interpreters', ''))}")
+    if result.get("booted"):
+        stderr.print(f"  booted {result['system']} in {result['boot_seconds']} s ({result['init']} as init); "
+                     f"boot unit: {result['boot_unit']}")
     if "arena" in result:
         short = [g for g, a in result["arena"]["graphs"].items() if not a["fits"]]
         stderr.print(f"  arenas: every graph runs in the shared {result['arena']['shared_bytes']} bytes; "
@@ -65,6 +73,10 @@ def _summary(result: dict) -> None:
         where = f"by {patch['applied_by']}" if "applied_by" in patch else "on the board"
         stderr.print(f"  patch: {patch['blob_bytes']} byte blob applied {where}, "
                      f"equal to the new bundle: {patch['patched_equal']}")
+    cuts = result.get("power_cuts")
+    if cuts:
+        stderr.print(f"  power cuts: {cuts['tried']} tried, {cuts['corrupted']} corrupted, "
+                     f"{cuts['rolled_back']} rolled back on request, at most {cuts['boots_needed']['max']} boots")
     stderr.print("ok" if result.get("ok") else "FAILED")
 
 
@@ -78,9 +90,18 @@ def image(
                                                   "repeat for a keyring. Written to etc/amc/keys/."),
     dev_key: bool = typer.Option(False, "--dev-key", help="Trust the development key too (anyone can sign with "
                                                           "it): for development images only."),
+    golden: Optional[Path] = typer.Option(None, "--golden", help="The image's golden utterance (WAV) for the OTA "
+                                                                  "health check of updates that carry none."),
+    golden_text: Optional[str] = typer.Option(None, "--golden-text", help="What the model must transcribe it as."),
+    max_cer: Optional[float] = typer.Option(None, "--max-cer", help="Largest character error rate the check "
+                                                                    "accepts, a fraction (default 0.25)."),
+    golden_data: Optional[Path] = typer.Option(None, "--golden-data", help="Without --golden: the audio folder to "
+                                               "pick it from (default: the calibration corpus's test split)."),
     json_out: bool = Json,
 ) -> None:
-    """Write the device-image overlay: bundle, runtime, amc-patch, amc-runner, boot unit, keyring, sha256 manifest."""
+    """Write the device-image overlay: bundle, runtime, amc-patch, amc-runner, boot unit, OTA client
+    module and handler, keyring, sha256 manifest."""
+    from amc.cli.releasecmd import golden_option
     from amc.compiler.image import build_image
     from amc.compiler.pipeline import default_output
     from amc.patch.keys import DEV_IMAGE_WARNING
@@ -95,7 +116,8 @@ def image(
     if dev_key:
         warn(DEV_IMAGE_WARNING)
     with progress_bar(not json_out) as report:
-        result = build_image(target, bundle, output, key or [], dev_key, report=report)
+        result = build_image(target, bundle, output, key or [], dev_key, report=report,
+                             golden=golden_option(golden, golden_text, max_cer), golden_data=golden_data)
     if json_out:
         print_json(result)
     else:

@@ -55,8 +55,10 @@ from amc.targets.presets import get_target
 
 
 def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, backend: str | None = None,
-                   data: Path | str | None = None, settings: Settings | None = None, report=quiet) -> dict:
-    """Run the on-target checks for a preset; returns the figures (see the module docstring)."""
+                   data: Path | str | None = None, settings: Settings | None = None, report=quiet,
+                   system: bool = False, power_cuts: int = 0) -> dict:
+    """Run the on-target checks for a preset; returns the figures (see the module docstring).
+    `system`: on the booted emulated system instead (amc.ontarget.system), with `power_cuts`."""
     settings = settings or Settings()
     target = get_target(target_name)
     if not target.linux:
@@ -64,4 +66,12 @@ def test_on_target(target_name: str = "rpi4", bundle: Path | str | None = None, 
     if not target.triple:
         raise InputError("`amc test` runs the board presets under QEMU (rpi4, rpi3, cortex-m4, cortex-m7); "
                          "host bundles are verified by `amc compile` itself")
+    if system or power_cuts:
+        if not system or target.name != "rpi4":
+            raise InputError("--power-cuts goes with --system, and the booted system is the rpi4 preset's "
+                             "(Debian arm64)")
+        if backend not in (None, "executorch"):
+            raise InputError("the booted system runs the image's amc-runner: an ExecuTorch bundle (--backend executorch)")
+        from amc.ontarget.system import test_booted_system
+        return test_booted_system(target, bundle, data, settings, power_cuts, report)
     return test_linux_board(target, bundle, backend, data, settings, report)

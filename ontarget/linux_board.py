@@ -201,6 +201,65 @@ def patch_on_board(board: Board, tool: Path, bundle: Path, recording: Recording,
             "resume": resumed.strip(), "apply": applied.strip(), "status": status.strip()}
 
 
+def check_board(board: Board, bundle: Path, host_bundle, data, settings: Settings, mflops: float, work: Path,
+                report=quiet) -> tuple[dict, Recording]:
+    """Steps 4 and 5 on `board`: each graph on recorded inputs, then utterances streamed end to end
+    (WAV audio in where the board has the front end), against the host. Returns the figures and
+    the recording (the patch step runs the graphs on it again)."""
+    from amc.model.evaluate import evaluate_bundle
+
+    features, utterances = load_utterances(data, host_bundle.config, settings.utterances, report)
+    count = len(utterances)
+    report("record host inputs", 0, 1)
+    recording = record_graph_inputs(host_bundle, utterances, settings.records_per_graph, mflops)
+    report("record host inputs", 1, 1)
+    report("graphs on the board", 0, 1)
+    device = board.run_graphs(bundle, recording.inputs, work)
+    report("graphs on the board", 1, 1)
+    graphs = compare_outputs(host_bundle.manifest, recording.outputs, device)
+    exact = None
+    if isinstance(board, LiteRtBoard):      # and in the kernels that round alike on every ISA
+        report("graphs on the board, reference kernels", 0, 1)
+        exact = compare_outputs(host_bundle.manifest, board.host_outputs(bundle, recording.inputs, exact=True),
+                                board.run_graphs(bundle, recording.inputs, work, exact=True))
+        report("graphs on the board, reference kernels", 1, 1)
+    front = None
+    report("stream on the board", 0, 1)
+    if board.hears_audio:
+        frontend_tables(host_bundle)                   # a clear error before any board run
+        wavs = audio_files(data, report)[:count]
+        streamed = board.transcribe(bundle, wavs, mflops)
+        front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances, "board")
+        heard = front.pop("host_frames")           # what `amc transcribe` computes on the host
+    else:
+        streamed = board.stream(bundle, utterances, mflops, work)
+        heard = features.subset(range(count)).features
+    report("stream on the board", 1, 1)
+    host = evaluate_bundle(host_bundle, FeatureSet(list(heard), features.texts[:count], features.files[:count]),
+                           mflops=mflops, keep_traces=True)["traces"]
+    streaming = compare_streams(host, streamed)
+    checks = {
+        "outputs_compared": graphs["outputs_compared"],
+        "max_int8_step_diff": graphs["max_int8_step_diff"],
+        "graphs": graphs["graphs"],
+        "utterances": count, "frames": streaming["frames"], "mflops": mflops,
+        "audio_in": board.hears_audio,
+        "frontend_max_step_diff": front["max_step_diff"] if front else None,
+        "frontend": front,
+        "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
+        "route_frames_differing": streaming["route_frames_differing"],
+        "max_latency_diff_ms": streaming["max_latency_diff_ms"],
+        "transcripts": streaming["transcripts"],
+    }
+    if exact is not None:
+        checks["reference_kernels"] = {"outputs_compared": exact["outputs_compared"],
+                                       "max_int8_step_diff": exact["max_int8_step_diff"], "graphs": exact["graphs"]}
+    checks["ok"] = bool(checks["max_int8_step_diff"] <= 1.0 and checks["transcripts_equal"]
+                        and (front is None or front["board_equals_host_c"]) and checks["routes_equal"]
+                        and (exact is None or exact["max_int8_step_diff"] == 0.0))
+    return checks, recording
+
+
 # ---- the whole test -------------------------------------------------------------------------------
 
 def test_linux_board(target: Target, bundle: Path | str | None, backend: str | None, data: Path | str | None,
@@ -224,42 +283,10 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
     # 3. the device runtime: amc-runner against the executorch wheel, or the board's Python with
     # the ai-edge-litert wheel
     board = Board(target, report) if host_bundle.backend == "executorch" else LiteRtBoard(target, report)
-    # 4. graphs on recorded inputs
-    features, utterances = load_utterances(data, config, settings.utterances, report)
-    count = len(utterances)
-    report("record host inputs", 0, 1)
-    recording = record_graph_inputs(host_bundle, utterances, settings.records_per_graph, mflops)
-    report("record host inputs", 1, 1)
     WORK_ROOT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=WORK_ROOT))
     try:
-        report("graphs on the board", 0, 1)
-        device = board.run_graphs(bundle, recording.inputs, work)
-        report("graphs on the board", 1, 1)
-        graphs = compare_outputs(host_bundle.manifest, recording.outputs, device)
-        exact = None
-        if isinstance(board, LiteRtBoard):      # and in the kernels that round alike on every ISA
-            report("graphs on the board, reference kernels", 0, 1)
-            exact = compare_outputs(host_bundle.manifest, board.host_outputs(bundle, recording.inputs, exact=True),
-                                    board.run_graphs(bundle, recording.inputs, work, exact=True))
-            report("graphs on the board, reference kernels", 1, 1)
-        # 5. streaming end to end: WAV audio in, where the board has the front end
-        from amc.model.evaluate import evaluate_bundle
-        front = None
-        report("stream on the board", 0, 1)
-        if board.hears_audio:
-            frontend_tables(host_bundle)                   # a clear error before any board run
-            wavs = audio_files(data, report)[:count]
-            streamed = board.transcribe(bundle, wavs, mflops)
-            front = frontend_check(host_bundle, wavs, board.frames(bundle, wavs, work), utterances, "board")
-            heard = front.pop("host_frames")           # what `amc transcribe` computes on the host
-        else:
-            streamed = board.stream(bundle, utterances, mflops, work)
-            heard = features.subset(range(count)).features
-        report("stream on the board", 1, 1)
-        host = evaluate_bundle(host_bundle, FeatureSet(list(heard), features.texts[:count], features.files[:count]),
-                               mflops=mflops, keep_traces=True)["traces"]
-        streaming = compare_streams(host, streamed)
+        checks, recording = check_board(board, bundle, host_bundle, data, settings, mflops, work, report)
         # 6. the patch, applied on the board
         patch = None
         if settings.patch:
@@ -275,26 +302,10 @@ def test_linux_board(target: Target, bundle: Path | str | None, backend: str | N
         "target": target.name, "bundle": str(bundle), "backend": host_bundle.backend,
         "emulator": " ".join(Path(board.qemu[0]).name if i == 0 else a for i, a in enumerate(board.qemu)),
         "runtime": board.runtime,
-        "outputs_compared": graphs["outputs_compared"],
-        "max_int8_step_diff": graphs["max_int8_step_diff"],
-        "graphs": graphs["graphs"],
-        "utterances": count, "frames": streaming["frames"], "mflops": mflops,
-        "audio_in": board.hears_audio,
-        "frontend_max_step_diff": front["max_step_diff"] if front else None,
-        "frontend": front,
-        "transcripts_equal": streaming["transcripts_equal"], "routes_equal": streaming["routes_equal"],
-        "route_frames_differing": streaming["route_frames_differing"],
-        "max_latency_diff_ms": streaming["max_latency_diff_ms"],
-        "transcripts": streaming["transcripts"],
+        **checks,
         "patched_equal": patch["patched_equal"] if patch else None,
         "patch": patch,
         "seconds": round(time.monotonic() - started, 1),
     }
-    if exact is not None:
-        result["reference_kernels"] = {"outputs_compared": exact["outputs_compared"],
-                                       "max_int8_step_diff": exact["max_int8_step_diff"], "graphs": exact["graphs"]}
-    result["ok"] = bool(result["max_int8_step_diff"] <= 1.0 and result["transcripts_equal"]
-                        and (front is None or front["board_equals_host_c"])
-                        and result["routes_equal"] and result["patched_equal"] is not False
-                        and (exact is None or exact["max_int8_step_diff"] == 0.0))
+    result["ok"] = bool(checks["ok"] and result["patched_equal"] is not False)
     return result
