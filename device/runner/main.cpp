@@ -7,6 +7,11 @@
 //       Raw S16_LE mono 16 kHz PCM from stdin (`arecord -f S16_LE -r 16000 -c 1 -t raw | ...`),
 //       transcribed frame by frame as the samples arrive: `partial TEXT` lines, then the final
 //       lines and `listen ... board_latency_ms=...` (end of input to final text, this board's clock).
+//   amc-runner check BUNDLE FILE.wav --text TEXT --max-cer X [options as transcribe]
+//       The health check an OTA client runs after installing a patch, before it commits: the
+//       character error rate of the file's transcript against TEXT (edit distance over TEXT's
+//       length, in Unicode characters, as amc eval counts it; a fraction, 0.25 is 25%). One line
+//       `cer=C max_cer=X frames=N text=TRANSCRIPT`; exit status 0 when C <= X, 1 when over.
 //   amc-runner features BUNDLE FILE.wav... OUT.amcf
 //       The frames the board's front end makes, as AMCF.
 //   amc-runner stream BUNDLE FEATURES [--mflops X] [--threshold P] [--route arbitrator|slow|fast]
@@ -27,9 +32,10 @@
 // AMCF: "AMCF", u32 version 1, u32 frame_dim, u32 utterances; per utterance u32 frames, then
 // frames * frame_dim float32. AMCR: "AMCR", u32 version 1, u32 records, u32 tensors per record;
 // per tensor u8 dtype (0 float32, 1 int8, 2 int16), 3 zero bytes, u32 element count, the elements.
-// All little-endian. Exit status: 0 ok, 1 runtime failure, 2 bad input.
+// All little-endian. Exit status: 0 ok, 1 runtime failure (check: over the tolerance), 2 bad input.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <random>
@@ -199,6 +205,78 @@ int transcribe(int argc, char** argv) {
                                                                options.threshold));
   }
   return 0;
+}
+
+// Unicode code points of UTF-8 text (a byte that starts no valid sequence counts as one
+// character), so that the error rate counts characters as Python's str does.
+std::vector<uint32_t> code_points(const std::string& text) {
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i < text.size();) {
+    unsigned char lead = static_cast<unsigned char>(text[i]);
+    size_t extra = lead >= 0xF0 && lead < 0xF8 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+    if (lead >= 0xF8 || (lead >= 0x80 && lead < 0xC0)) extra = 0;
+    uint32_t point = extra == 0 ? lead : lead & (0x3F >> extra);
+    size_t n = 1;
+    for (; n <= extra && i + n < text.size(); ++n) {
+      unsigned char next = static_cast<unsigned char>(text[i + n]);
+      if ((next & 0xC0) != 0x80) break;
+      point = point << 6 | (next & 0x3F);
+    }
+    if (n != extra + 1) point = lead, n = 1;  // a truncated sequence: its lead byte alone
+    out.push_back(point);
+    i += n;
+  }
+  return out;
+}
+
+// Levenshtein distance (insertions, deletions and substitutions cost 1), as model/decoding.py.
+size_t edit_distance(const std::vector<uint32_t>& reference, const std::vector<uint32_t>& hypothesis) {
+  std::vector<size_t> previous(hypothesis.size() + 1), current(hypothesis.size() + 1);
+  for (size_t j = 0; j <= hypothesis.size(); ++j) previous[j] = j;
+  for (size_t i = 1; i <= reference.size(); ++i) {
+    current[0] = i;
+    for (size_t j = 1; j <= hypothesis.size(); ++j)
+      current[j] = std::min({previous[j] + 1, current[j - 1] + 1,
+                             previous[j - 1] + (reference[i - 1] != hypothesis[j - 1] ? 1u : 0u)});
+    std::swap(previous, current);
+  }
+  return previous[hypothesis.size()];
+}
+
+// The health check: transcribe one WAV file and compare with the expected text.
+int check(int argc, char** argv) {
+  const char* usage = "usage: amc-runner check BUNDLE FILE.wav --text TEXT --max-cer X [--mflops X] [--threshold P] "
+                      "[--route R]";
+  if (argc < 4) throw BadInput(usage);
+  std::string expected, max_cer_text;
+  bool have_text = false;
+  std::vector<char*> rest(argv, argv + 4);  // program, command, BUNDLE, FILE.wav
+  for (int i = 4; i < argc; ++i) {
+    std::string flag = argv[i];
+    if ((flag == "--text" || flag == "--max-cer") && i + 1 < argc) {
+      (flag == "--text" ? expected : max_cer_text) = argv[++i];
+      have_text |= flag == "--text";
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  if (!have_text || max_cer_text.empty()) throw BadInput(usage);
+  char* end = nullptr;
+  double max_cer = std::strtod(max_cer_text.c_str(), &end);
+  if (*end != '\0' || !(max_cer >= 0.0 && max_cer <= 1.0))
+    throw BadInput("--max-cer " + max_cer_text + ": expected a fraction from 0 to 1 (0.25 is 25%)");
+  StreamOptions options(static_cast<int>(rest.size()), rest.data(), 4);
+  std::vector<int16_t> pcm = read_wav(argv[3]);
+  Bundle bundle(argv[2]);
+  CostsMs costs = options.settle(bundle);
+  FrontEnd front(bundle);
+  front.push(pcm.data(), pcm.size());
+  UtteranceResult result = stream_utterance(bundle, frames_of(front), costs, options.route, options.threshold);
+  std::vector<uint32_t> reference = code_points(expected);
+  double cer = static_cast<double>(edit_distance(reference, code_points(result.text))) /
+               static_cast<double>(std::max<size_t>(1, reference.size()));
+  std::printf("cer=%.4f max_cer=%.4f frames=%zu text=%s\n", cer, max_cer, result.fast.size(), result.text.c_str());
+  return cer <= max_cer ? 0 : 1;
 }
 
 // Raw S16_LE mono 16 kHz PCM from stdin (as `arecord -f S16_LE -r 16000 -c 1 -t raw` writes it),
@@ -418,11 +496,12 @@ int main(int argc, char** argv) {
     if (command == "stream") return amc::stream(argc, argv);
     if (command == "transcribe") return amc::transcribe(argc, argv);
     if (command == "listen") return amc::listen(argc, argv);
+    if (command == "check") return amc::check(argc, argv);
     if (command == "features") return amc::features(argc, argv);
     if (command == "graph") return amc::graph(argc, argv);
     if (command == "info") return amc::info(argc, argv);
     if (command == "bench") return amc::bench(argc, argv);
-    std::fprintf(stderr, "usage: amc-runner transcribe|listen|stream|features|graph|info|bench BUNDLE ...\n");
+    std::fprintf(stderr, "usage: amc-runner transcribe|listen|check|stream|features|graph|info|bench BUNDLE ...\n");
     return 2;
   } catch (const amc::BadInput& error) {
     std::fprintf(stderr, "amc-runner: error: %s\n", error.what());
