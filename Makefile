@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := espeak-ng sox cmake clang libclang-rt-14-dev valgrind libsodium-dev \
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf \
 	binutils-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-user qemu-system-arm zstd xdelta3 \
-	debootstrap qemu-user-static e2fsprogs
+	debootstrap qemu-user-static e2fsprogs mender-client mender-artifact swupdate
 # Debian architectures of the Raspberry Pi presets: their libsodium is fetched with apt-get download
 FOREIGN_ARCHS := arm64 armhf
 EXECUTORCH := executorch==1.5.1

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """The command table, in one place."""
-    from amc.cli import compilecmd, data, devicecmd, diffcmd, keycmd, modelcmd, runtimecmd, targetscmd
+    from amc.cli import compilecmd, data, devicecmd, diffcmd, keycmd, modelcmd, releasecmd, runtimecmd, targetscmd
 
     app.add_typer(data.app, name="data", help="Make and check speech data folders.")
     app.command("train")(modelcmd.train)
@@ -40,6 +40,7 @@ def _register() -> None:
     app.command("train-diff")(diffcmd.train_diff)
     app.add_typer(keycmd.key_app, name="key")
     app.command("sign")(keycmd.sign)
+    app.command("release")(releasecmd.release)
     app.add_typer(diffcmd.bench_app, name="bench")
 
 

@@ -16,7 +16,7 @@ SOURCE_CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def device_sources(part: str) -> Path:
-    """A folder of the device side: "runtime", "runner", "boot" or "board"."""
+    """A folder of the device side: "runtime", "runner", "boot", "ota" or "board"."""
     return Path(str(resources.files("amc.device") / part))
 
 

@@ -15,12 +15,23 @@ Linux boards (rpi4):
     etc/amc/keys/<fingerprint>.pub      the keyring: the Ed25519 public keys patches may be signed with
     var/lib/amc/model/                  the bundle (writable: patches apply to it in place)
     var/lib/amc/pending/                where a downloaded .amcp waits for the next boot
+    usr/libexec/amc/amc-ota             OTA steps: install + health check, commit, rollback (device/ota)
+    usr/share/mender/modules/v3/amc     the Mender Update Module for `amc release --mender` artifacts
+    usr/share/lua/5.3/amc_swupdate.lua  the SWUpdate Lua handlers (amcp, amcp-golden) for `--swupdate`
+    usr/share/lua/5.3/swupdate_handlers.lua   what SWUpdate requires at start-up: loads amc_swupdate
+    etc/amc/ota.conf                    amc-ota's settings (paths, health-check command), all defaults
+    usr/share/amc/golden/golden.wav     the image's golden utterance, for updates that carry none
+    usr/share/amc/golden/golden.check   its expected text and tolerance (text=..., max_cer=...)
     amc-image.json                      every file's sha256, size and mode; target and versions
 
 Microcontrollers (cortex-m4, cortex-m7): the C sources and headers of the model data (the
 bundle's TFLite Micro arrays), the runtime sources and headers, and `amc.cmake`, a snippet a
 firmware project's CMakeLists.txt includes; the keyring as C arrays, `keys/amc_keys.h` (and
 `keys/amc_keys.c`, which `amc.cmake` compiles into the library).
+
+The golden utterance is the one given (`golden`); else, of the calibration corpus's test split
+(or the audio folder `golden_data`), the utterance the bundle transcribes best, with a tolerance of
+its CER plus 0.25 (compiler/release.py, `pick_golden`); amc-image.json records which.
 
 An image trusts only the public keys it is given (`public_keys`, several for a rotation; a key
 left out is revoked): there is no default. The development key goes in only when asked for
@@ -46,6 +57,7 @@ from amc.common.errors import InputError, ToolMissingError
 from amc.common.paths import device_sources
 from amc.common.progress import quiet
 from amc.compiler.manifest import read_manifest
+from amc.compiler.release import GOLDEN_CHECK, GOLDEN_WAV, Golden, checked_golden, pick_golden
 from amc.patch import keys
 
 IMAGE_MANIFEST = "amc-image.json"
@@ -57,6 +69,7 @@ RUNNER_LIBRARIES = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecu
 """What amc-runner needs of the executorch wheel's lib/ (its NEEDED entries)."""
 BUNDLE_DIR = "var/lib/amc/model"
 KEYRING_DIR = "etc/amc/keys"
+GOLDEN_DIR = "usr/share/amc/golden"
 NO_KEY = ("amc image needs the public keys devices will trust: --key KEY.pub (repeat for a keyring) "
           "or --dev-key for a development image")
 
@@ -70,10 +83,12 @@ def epoch() -> int:
 
 
 def build_image(target_name: str, bundle: Path | str, output: Path | str, public_keys=(), dev_key: bool = False,
-                report=quiet) -> dict:
+                report=quiet, golden: Golden | None = None, golden_data: Path | str | None = None) -> dict:
     """Write the overlay for `target_name` from `bundle` to `output` (a directory, or a
     .tar.gz / .tgz file), trusting the keys in the files `public_keys` (PEM, DER or 32 raw bytes)
-    and, with `dev_key`, the development key. Returns the image manifest."""
+    and, with `dev_key`, the development key; on Linux boards with the golden utterance `golden`
+    (else one picked from `golden_data`, default the calibration corpus's test split). Returns the
+    image manifest."""
     from amc.targets.presets import get_target
 
     target = get_target(target_name)
@@ -85,8 +100,13 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
     if not target.triple:
         raise InputError("`amc image` makes overlays for board presets (rpi4, cortex-m4, cortex-m7), not the host")
     keyring = trusted_keys(public_keys, dev_key)
-    files = _linux_files(target, bundle, manifest, keyring, report) if target.linux \
-        else _mcu_files(target, bundle, manifest, keyring, report)
+    health = None
+    if target.linux:
+        health = _golden(bundle, manifest, golden, golden_data, report)
+        files = _linux_files(target, bundle, manifest, keyring, report)
+        files.update(_ota_files(health))
+    else:
+        files = _mcu_files(target, bundle, manifest, keyring, report)
     image = {
         "schema": IMAGE_SCHEMA, "schema_version": 1, "target": target.name, "backend": manifest["backend"],
         "bundle": {"path": BUNDLE_DIR if target.linux else "model", "graphs": {
@@ -94,6 +114,7 @@ def build_image(target_name: str, bundle: Path | str, output: Path | str, public
             for g in ("fast", "slow", "arbitrator")}},
         "tools": {k: v for k, v in manifest.get("tools", {}).items() if v is not None},
         "keyring": sorted(keyring), "development_key": dev_key,
+        **({"golden": health["summary"]} if health else {}),
         "files": [{"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                    "mode": f"{mode:04o}"} for path, (data, mode) in sorted(files.items())],
     }
@@ -175,6 +196,42 @@ def _linux_files(target, bundle: Path, manifest: dict, keyring: dict[str, bytes]
     files["lib/systemd/system/amc-listen.service"] = ((boot / "amc-listen.service").read_bytes(), REGULAR)
     files["etc/init.d/S40amc-patch"] = ((boot / "S40amc-patch").read_bytes(), EXECUTABLE)
     return files
+
+
+def _golden(bundle: Path, manifest: dict, golden: Golden | None, golden_data, report) -> dict:
+    """The health check's utterance of the image: golden.wav and golden.check, and what they are."""
+    if golden is None:
+        from amc.calibration.audio import default_corpus
+
+        if manifest["backend"] != "executorch":
+            raise InputError(f"{bundle}: a golden utterance is picked with the ExecuTorch bundle amc-runner runs; "
+                             f"this one is '{manifest['backend']}'")
+        folder = Path(golden_data) if golden_data is not None else default_corpus(report) / "test"
+        report("pick the golden utterance", 0, 1)
+        golden, cer = pick_golden(bundle, folder)
+        report("pick the golden utterance", 1, 1)
+        source = {"picked_from": str(folder), "bundle_cer": cer}
+    else:
+        source = {"given": True}
+    wav, check = checked_golden(golden)
+    return {"wav": wav, "check": check,
+            "summary": {"file": Path(golden.wav).name, "text": golden.text, "max_cer": golden.max_cer, **source}}
+
+
+def _ota_files(health: dict) -> dict[str, tuple[bytes, int]]:
+    """What the OTA clients run (device/ota): amc-ota, the Mender Update Module, the SWUpdate Lua
+    handlers, their settings, and the image's golden utterance."""
+    ota = device_sources("ota")
+    return {
+        "usr/libexec/amc/amc-ota": ((ota / "amc-ota").read_bytes(), EXECUTABLE),
+        "usr/share/mender/modules/v3/amc": ((ota / "mender" / "amc").read_bytes(), EXECUTABLE),
+        "usr/share/lua/5.3/amc_swupdate.lua": ((ota / "swupdate" / "amc_swupdate.lua").read_bytes(), REGULAR),
+        "usr/share/lua/5.3/swupdate_handlers.lua": ((ota / "swupdate" / "swupdate_handlers.lua").read_bytes(),
+                                                    REGULAR),
+        "etc/amc/ota.conf": ((ota / "ota.conf").read_bytes(), REGULAR),
+        f"{GOLDEN_DIR}/{GOLDEN_WAV}": (health["wav"], REGULAR),
+        f"{GOLDEN_DIR}/{GOLDEN_CHECK}": (health["check"], REGULAR),
+    }
 
 
 def _bundle_files(bundle: Path, manifest: dict) -> list[str]:

@@ -286,9 +286,9 @@ def test_image_cli_takes_repeated_keys_and_warns_of_the_development_key(tmp_path
     given = {}
     real = image_module.build_image
 
-    def spy(target, bundle, output, public_keys=(), dev_key=False, report=None):
+    def spy(target, bundle, output, public_keys=(), dev_key=False, report=None, **golden):
         given.update(public_keys=list(public_keys), dev_key=dev_key)
-        return real(target, bundle, output, public_keys, dev_key)
+        return real(target, bundle, output, public_keys, dev_key, **golden)
 
     monkeypatch.setattr(image_module, "build_image", spy)
     with pytest.raises(SystemExit) as exit_info:
