@@ -21,6 +21,7 @@ destination and renamed: a failed release leaves nothing behind."""
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import os
 import re
@@ -61,7 +62,7 @@ def golden_check(text: str, max_cer: float) -> bytes:
     """The golden.check file amc-ota reads: the expected text and the tolerance, one per line."""
     return (f"# amc health check: the patched model must transcribe golden.wav as this text\n"
             f"# with a character error rate of at most max_cer (a fraction)\n"
-            f"text={text}\nmax_cer={max_cer:g}\n").encode()
+            f"text={text}\nmax_cer={decimal.Decimal(repr(max_cer)):f}\n").encode()
 
 
 def checked_golden(golden: Golden) -> tuple[bytes, bytes]:

@@ -13,6 +13,7 @@ small rpi4 bundle with `amc-runner check`, built for this host, as the health ch
 
 from __future__ import annotations
 
+import subprocess
 import wave
 from pathlib import Path
 
@@ -151,6 +152,26 @@ def test_failing_health_check_rolls_back(client, tmp_path):
     assert "status=installed" in log and "health check failed" in log and "status=rolled-back" in log
     assert device.files() == BASE
     assert device.counter_bytes() is None
+
+
+def test_update_while_another_waits_for_its_commit_changes_nothing(tmp_path):
+    device, key = _device(tmp_path)
+    first, new = pb.make_blob(BASE, RECORDS, VERSION, key)
+    second, _ = pb.make_blob(BASE, RECORDS, VERSION + 1, key)
+    (tmp_path / "first.amcp").write_bytes(first)
+    (tmp_path / "second.amcp").write_bytes(second)
+    golden = str(write_golden(tmp_path / "golden", _wav(tmp_path / "speech.wav"), "pass", 0.25))
+    amc_ota = [device.env["AMC_OTA"]]
+    run = subprocess.run(amc_ota + ["install", str(tmp_path / "first.amcp"), golden], env=device.env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(amc_ota + ["update", str(tmp_path / "second.amcp"), golden], env=device.env,
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "changed nothing" in run.stderr and "half patched" not in run.stderr
+    assert device.files() == new and device.counter_bytes() is None     # the first one still waits
+    run = subprocess.run(amc_ota + ["commit"], env=device.env, capture_output=True, text=True)
+    assert run.returncode == 0 and device.counter_bytes()[:12] == _counter(VERSION)
 
 
 def test_mender_rollback_after_install_restores_the_base(tmp_path):

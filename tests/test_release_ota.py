@@ -55,6 +55,7 @@ def test_mender_artifact_carries_the_blob_and_the_golden_utterance(release):
     check = next(p for p in result["payload"] if p["name"] == "golden.check")
     assert check["sha256"] == hashlib.sha256(golden_check("turn on the lights", 0.2)).hexdigest()
     assert b"text=turn on the lights\nmax_cer=0.2\n" in golden_check("turn on the lights", 0.2)
+    assert b"\nmax_cer=0.00005\n" in golden_check("x", 5e-05)     # a number amc-ota reads, never 5e-05
 
 
 @needs_mender_artifact
