@@ -47,6 +47,7 @@ from amc.targets.qemu import need_tool
 SUITE = "bookworm"
 PACKAGES = (
     "systemd-sysv", "udev", "kmod", "procps", "busybox-static",
+    "dbus",                                 # the system bus: systemd-run --wait, as a device has it
     "libsodium23", "libstdc++6",            # amc-patch, amc-runner
     "mender-client", "swupdate",            # the OTA clients a fleet runs (Debian 12: 3.4, 2022.12)
 )
@@ -75,7 +76,7 @@ BindsTo=dev-virtio\\x2dports-{CONTROL_PORT}.device
 After=dev-virtio\\x2dports-{CONTROL_PORT}.device local-fs.target
 
 [Service]
-ExecStart=/bin/sh -c 'exec /bin/bash --noprofile --norc </dev/virtio-ports/{CONTROL_PORT} >/dev/virtio-ports/{CONTROL_PORT} 2>&1'
+ExecStart=/bin/sh -c 'exec /bin/bash --noprofile --norc <>/dev/virtio-ports/{CONTROL_PORT} >&0 2>&0'
 Restart=always
 RestartSec=1
 

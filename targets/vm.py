@@ -8,7 +8,6 @@ next boot finds the file system as the cut left it (ext4 replays its journal).""
 
 from __future__ import annotations
 
-import os
 import re
 import select
 import shutil
@@ -23,6 +22,9 @@ from amc.targets.qemu import need_tool
 from amc.targets.system import CONTROL_PORT, SystemImage, disk_options, machine_options
 
 CONSOLE = "console=ttyAMA0 root=/dev/vda rw loglevel=4"
+BOOT_TIMEOUT = 600
+"""Seconds from power-on to the shell on the control channel (a boot takes about 35 s on 2 cores)."""
+SEND_TIMEOUT = 60
 
 
 class BootedSystem:
@@ -94,7 +96,7 @@ class BootedSystem:
                 self.process.wait()
         self._closed()
 
-    def reboot(self, append: str = "", timeout: float = 900) -> float:
+    def reboot(self, append: str = "", timeout: float = BOOT_TIMEOUT) -> float:
         """Shut down cleanly and boot again; returns the seconds to the shell."""
         self.power_off()
         self.start(append)
@@ -131,7 +133,7 @@ class BootedSystem:
         raise AmcError(f"no '{pattern}' on the emulated system's console in {timeout:.0f} s ({self.console_log})")
 
     # ---- the control channel --------------------------------------------------------------------------
-    def connect(self, timeout: float = 900) -> float:
+    def connect(self, timeout: float = BOOT_TIMEOUT) -> float:
         """Wait for the guest's shell on the control channel; mount the shared folders. Returns the
         seconds from power-on."""
         deadline = time.monotonic() + timeout
@@ -145,6 +147,7 @@ class BootedSystem:
             try:
                 channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 channel.connect(str(sock))
+                channel.settimeout(SEND_TIMEOUT)     # a guest that stopped reading is an error, never a hang
                 self.channel = channel
             except OSError:
                 time.sleep(0.2)
@@ -166,7 +169,11 @@ class BootedSystem:
     def send(self, line: str) -> None:
         if self.channel is None:
             raise AmcError("the emulated system's control channel is not connected")
-        self.channel.sendall(line.encode() + b"\n")
+        try:
+            self.channel.sendall(line.encode() + b"\n")
+        except TimeoutError:
+            raise AmcError(f"the emulated system reads nothing on its control channel (console: {self.console_log})") \
+                from None
 
     def sh(self, command: str, timeout: float = 600, check: bool = True) -> str:
         """Run `command` in the guest's shell (stdin empty, stderr into stdout); its output. With
