@@ -73,6 +73,10 @@ def _summary(result: dict) -> None:
         where = f"by {patch['applied_by']}" if "applied_by" in patch else "on the board"
         stderr.print(f"  patch: {patch['blob_bytes']} byte blob applied {where}, "
                      f"equal to the new bundle: {patch['patched_equal']}")
+    ota = result.get("ota")
+    if ota:
+        stderr.print("  OTA installs (a tampered blob refused, then an update committed after its health check): "
+                     + ", ".join(f"{client} {ota[client]}" for client in ota if client != "details"))
     cuts = result.get("power_cuts")
     if cuts:
         stderr.print(f"  power cuts: {cuts['tried']} tried, {cuts['corrupted']} corrupted, "

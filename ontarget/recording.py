@@ -212,10 +212,11 @@ def compare_streams(host_traces: list[dict], device: list[dict], device_label: s
 # ---- 6. the patch step -------------------------------------------------------------------------
 
 def make_weight_update(bundle: Path, into: Path, seed: int = 6, fraction: float = 0.05,
-                       version: int = 2) -> tuple[Path, Path, bytes]:
+                       version: int = 2, key: bytes | None = None) -> tuple[Path, Path, bytes]:
     """A new bundle that differs from `bundle` in some int8 weights (a sparse update of every
-    weight-mapped tensor of the slow and fast graphs, as a neural diff produces) and the signed
-    `.amcp` blob from one to the other. Returns (new bundle, blob, public key)."""
+    weight-mapped tensor of the slow and fast graphs, as a neural diff produces) and the `.amcp`
+    blob from one to the other, signed with `key` (default: a key made for this update alone).
+    Returns (new bundle, blob, public key)."""
     from amc.compiler.manifest import read_manifest
     from amc.patch import blob as pb
     from amc.runtime.apply import update_manifest
@@ -248,7 +249,7 @@ def make_weight_update(bundle: Path, into: Path, seed: int = 6, fraction: float 
             new[entry["file"]][start:start + length] = new_region
     if not records:
         raise InputError(f"{bundle}: the weight map names no int8 weights of the fast and slow graphs to update")
-    key = os.urandom(32)       # a key made for this check alone: the blob never leaves the work folder
+    key = key or os.urandom(32)    # a key made for this check alone: the blob never leaves the work folder
     blob, produced = pb.make_blob(base, records, version, key)
     for name in names:
         if produced[name] != bytes(new[name]):

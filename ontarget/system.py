@@ -14,7 +14,10 @@ arm64 under qemu-system-aarch64, systemd as init; targets/system.py), as a devic
    unit's apply, the system booted again until the boot unit has finished; the model must end
    byte-identical to the new bundle, or, where a rollback is asked for instead (every third
    cut), to the old one. Reported: cut points tried, corrupted (goal 0), boots needed, and the
-   journal state each cut left (`amc-patch status` printed by the boot unit before it resumes).
+   journal state each cut left (`amc-patch status` printed by the boot unit before it resumes);
+5. the OTA clients (amc.ontarget.ota): Mender's `mender install` + `mender commit` and
+   SWUpdate's `swupdate -i` deliver a tampered blob (refused, model untouched) and then a further
+   weight update, health-checked on the image's golden utterance before the commit.
 
 The host shares its work folder and the audio folder with the guest (virtio-9p, at the same
 paths), so a command names the host's files as they are; the model is the installed one."""
@@ -22,7 +25,7 @@ paths), so a command names the host's files as they are; the model is the instal
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import random
 import re
 import shlex
@@ -35,6 +38,8 @@ from pathlib import Path
 from amc.common.errors import InputError
 from amc.common.progress import quiet
 from amc.ontarget.linux_board import Board, _checked, check_board
+from amc.ontarget.ota import CLIENTS, ota_installs
+from amc.ontarget.ota import RIG_FILES as OTA_FILES
 from amc.ontarget.recording import (GRAPHS, WORK_ROOT, Settings, compare_outputs, default_data,
                                     make_weight_update, resolve_bundle)
 from amc.targets.presets import Target
@@ -83,16 +88,19 @@ class SystemBoard(Board):
 
 # ---- the system, with the overlay -------------------------------------------------------------------
 
-def overlay_files(target: Target, bundle: Path, key: Path, work: Path, report=quiet) -> dict[str, tuple[bytes, int]]:
-    """The `amc image` overlay for `bundle`, trusting `key`, as path -> (bytes, mode), plus the rig's drop-in."""
+def overlay_files(target: Target, bundle: Path, key: Path, data: Path, work: Path,
+                  report=quiet) -> dict[str, tuple[bytes, int]]:
+    """The `amc image` overlay for `bundle`, trusting `key`, with its golden utterance picked from
+    the audio folder `data`, as path -> (bytes, mode); plus the rig's drop-in and what an
+    integrator's image gives the OTA clients."""
     from amc.compiler.image import build_image
 
     overlay = work / "overlay"
-    build_image(target.name, bundle, overlay, [key], report=report)
+    build_image(target.name, bundle, overlay, [key], report=report, golden_data=data)
     files = {p.relative_to(overlay).as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
              for p in sorted(overlay.rglob("*")) if p.is_file()}
     shutil.rmtree(overlay)
-    return files | {path: (text.encode(), 0o644) for path, text in RIG_FILES.items()}
+    return files | {path: (text.encode(), 0o644) for path, text in (RIG_FILES | OTA_FILES).items()}
 
 
 def prepare_rootfs(image, files: dict, into: Path) -> Path:
@@ -154,11 +162,12 @@ def test_booted_system(target: Target, bundle: Path | str | None, data: Path | s
     logs = WORK_ROOT / f"{target.name}-system-logs"
     shutil.rmtree(logs, ignore_errors=True)
     try:
-        new_bundle, blob, public = make_weight_update(bundle, work)
+        signing_key = os.urandom(32)       # this test's release key: the image trusts it alone
+        new_bundle, blob, public = make_weight_update(bundle, work, version=2, key=signing_key)
         key = work / "update.pub"
         key.write_bytes(public)
         report("system: install the image", 0, 1)
-        files = overlay_files(target, bundle, key, work, report)
+        files = overlay_files(target, bundle, key, data, work, report)
         rootfs = prepare_rootfs(image, files, work / "rootfs.ext4")
         report("system: install the image", 1, 1)
         with BootedSystem(image, rootfs, logs, shares=(work, data)) as vm:
@@ -172,6 +181,8 @@ def test_booted_system(target: Target, bundle: Path | str | None, data: Path | s
             board = SystemBoard(target, vm, bundle, runner, patch_cli, work)
             checks, recording = check_board(board, bundle, host_bundle, data, settings, mflops, work, report)
             patch = patch_at_boot(vm, board, bundle, new_bundle, blob, recording, report) if settings.patch else None
+            ota = ota_installs(vm, new_bundle, signing_key, 3, work, report) if patch and patch["patched_equal"] \
+                else None
         cuts = power_cut_sweep(image, files, bundle, new_bundle, blob, power_cuts, work, logs, report) \
             if power_cuts else None
     finally:
@@ -181,10 +192,11 @@ def test_booted_system(target: Target, bundle: Path | str | None, data: Path | s
         "emulator": "qemu-system-aarch64 -M virt -cpu cortex-a72", "runtime": board.runtime,
         **system, **checks,
         "patched_equal": patch["patched_equal"] if patch else None, "patch": patch,
-        "power_cuts": cuts, "logs": str(logs),
+        "ota": ota, "power_cuts": cuts, "logs": str(logs),
         "seconds": round(time.monotonic() - started, 1),
     }
     result["ok"] = bool(checks["ok"] and system["boot_unit"] == "active" and result["patched_equal"] is not False
+                        and (ota is None or all(ota[c] == "ok" for c in CLIENTS))
                         and (cuts is None or cuts["corrupted"] == 0))
     return result
 
@@ -224,7 +236,7 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
     cut asks for a rollback instead: the next boot masks the boot unit and runs `amc-patch
     rollback` by hand. Corrupted: a model equal to neither the new bundle (or, rolled back, the
     old one) after that."""
-    from amc.targets.vm import BootedSystem
+    from amc.targets.vm import BOOT_TIMEOUT, BootedSystem
 
     base, new = model_hashes(bundle), model_hashes(new_bundle)
     pending = files | {"var/lib/amc/pending/update.amcp": (blob.read_bytes(), 0o644)}
@@ -236,9 +248,9 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
     subprocess.run(["cp", "--sparse=always", str(prepared), str(rootfs)], check=True)
     with BootedSystem(image, rootfs, logs / "uncut") as vm:
         vm.start()
-        vm.wait_console(UNIT_STARTED, 900)
+        vm.wait_console(UNIT_STARTED, BOOT_TIMEOUT)
         began = time.monotonic()
-        vm.wait_console(r"Finished amc-patch\.service|Failed to start amc-patch\.service", 900)
+        vm.wait_console(r"Finished amc-patch\.service|Failed to start amc-patch\.service", BOOT_TIMEOUT)
         duration = time.monotonic() - began
     outcomes, states, boots_needed, corrupted = [], {}, [], 0
     for index in range(cuts):
@@ -248,7 +260,7 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
         subprocess.run(["cp", "--sparse=always", str(prepared), str(rootfs)], check=True)
         with BootedSystem(image, rootfs, logs / f"cut-{index}") as vm:
             vm.start()
-            vm.wait_console(UNIT_STARTED, 900)
+            vm.wait_console(UNIT_STARTED, BOOT_TIMEOUT)
             time.sleep(delay)
             vm.power_cut()
             boots, final = 0, None

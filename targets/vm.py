@@ -25,6 +25,7 @@ CONSOLE = "console=ttyAMA0 root=/dev/vda rw loglevel=4"
 BOOT_TIMEOUT = 600
 """Seconds from power-on to the shell on the control channel (a boot takes about 35 s on 2 cores)."""
 SEND_TIMEOUT = 60
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BootedSystem:
@@ -118,7 +119,9 @@ class BootedSystem:
 
     # ---- the serial console -------------------------------------------------------------------------
     def console(self) -> str:
-        return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+        """This boot's console so far, without the terminal's colour codes (systemd's status lines have them)."""
+        text = self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+        return COLOUR.sub("", text)
 
     def wait_console(self, pattern: str, timeout: float) -> re.Match:
         """The first match of `pattern` on this boot's console, polled every 20 ms."""

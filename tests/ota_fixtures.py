@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from amc.ontarget.ota import BOARD, SWUPDATE_TRIES, swupdate_gave_up_early
+
 REPO = Path(__file__).resolve().parent.parent
 OTA = REPO / "device" / "ota"
 MENDER_MODULES = Path("/usr/share/mender/modules/v3")
-BOARD = "rpi4:1.0"
 
 
 def host_patch() -> Path:
@@ -152,31 +153,6 @@ def swupdate_unavailable() -> str | None:
     return None
 
 
-def signing_pair(folder: Path) -> tuple[Path, Path]:
-    """An RSA key and its self-signed certificate (PEM): what signs sw-description and what
-    `swupdate -k` verifies it with."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "amc release test")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=36500))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    key_path, cert_path = folder / "swupdate-signer.key", folder / "swupdate-signer.crt"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 def run_swupdate(device: Device, swu: Path, cert: Path, *extra: str, board: str = BOARD,
                  timeout: int = 300) -> subprocess.CompletedProcess:
     """`swupdate -i SWU`: the Lua handlers of device/ota/swupdate, TMPDIR in the device's folder
@@ -195,36 +171,9 @@ def check_swu(folder: Path, swu: Path, cert: Path, board: str = BOARD) -> subpro
     return _swupdate(["swupdate", "-k", str(cert), "-H", board, "-l", "4", "-c", "-i", str(swu)], env, 120)
 
 
-SWUPDATE_TRIES = 3
-
-
 def _swupdate(command: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     for _ in range(SWUPDATE_TRIES):
         run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if not swupdate_gave_up_early(run.returncode, run.stdout + run.stderr):
             break
     return run
-
-
-def swupdate_gave_up_early(code: int, log: str) -> bool:
-    """Debian's swupdate 2022.12 now and then fails an update of its own accord before any handler
-    ran, so with the device untouched, and the same .swu goes through on the next try: the
-    signature it just extracted "cannot be parsed as DER-encoded CMS signature blob", or its -i
-    client quit early (the race of swupdate_reported_success). Such a run is tried again."""
-    if "Found installer for stream" in log or "amc: installing" in log:
-        return False
-    return "cannot be parsed as DER-encoded CMS signature blob" in log or \
-        (code != 0 and "SWUpdate was successful !" in log)
-
-
-def swupdate_reported_success(code: int, log: str) -> bool:
-    """Whether `swupdate -i` reported success: exit status 0, or a success in its log when it hit
-    a race of Debian's swupdate 2022.12. Its -i client stops polling when a queued status reads
-    IDLE, takes that (neither SUCCESS nor FAILURE) as the end, prints "SWUpdate was successful !",
-    exits 1 and ends the process while the installer may still run (the client race fixed
-    upstream in 2024 by swupdate commit e6b2081b, "swupdate_async_start: fix race condition";
-    docs/on-target.md, "OTA updates"). A failed update always exits non-zero. The amc handler's amc-ota runs on to the
-    end either way (run() returns once it closes the output it shares), so the device's state is
-    the answer, and the callers check it."""
-    succeeded = "SWUpdate was successful !" in log or "SWUPDATE successful !" in log
-    return code == 0 or (succeeded and "Installation failed" not in log and "*failed*" not in log)

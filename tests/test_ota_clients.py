@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from amc.compiler.release import ANY_REVISION, write_mender, write_swu
+from amc.ontarget.ota import signing_pair, swupdate_reported_success
 from amc.patch import blob as pb
 from tests.ota_fixtures import (Device, make_device, mender_unavailable, run_mender, run_swupdate, runner_health_check,
-                                signing_pair, stub_health_check, swupdate_reported_success, swupdate_unavailable,
-                                write_golden)
+                                stub_health_check, swupdate_unavailable, write_golden)
 
 BASE = {"fast.pte": bytes(range(256)) * 8, "slow.pte": bytes(reversed(range(256))) * 8}
 RECORDS = [pb.SparseRecord(0, 0, 512, 1, (3, 9), (5, -7)), pb.RawRecord(1, 100, b"\x01\x02")]
@@ -254,7 +254,7 @@ def test_real_update_checked_by_amc_runner(client, weight_update, tmp_path):
         artifact = _artifact(client, tmp_path, payload, name, version=2)
         code, log = _install(client, device, artifact)
         assert _succeeded(client, code, log) if succeeds else code != 0, log[-3000:]
-        assert f"cer=0.0000 max_cer=0.0000" in log if succeeds else "health check failed" in log
+        assert "cer=0.0000 max_cer=0.0000" in log if succeeds else "health check failed" in log
         if succeeds and client == "mender":
             assert run_mender(device, "commit").returncode == 0
         assert _graph_files(device.model) == _graph_files(new_bundle if succeeds else bundle)

@@ -10,15 +10,15 @@ import json
 import shutil
 import subprocess
 import wave
-from pathlib import Path
 
 import pytest
 
 from amc.common.errors import InputError
 from amc.compiler.release import Golden, build_release, cpio_crc, golden_check, swu_members
+from amc.ontarget.ota import signing_pair, swupdate_reported_success
 from amc.patch import blob as pb
 from tests.conftest import run_cli
-from tests.ota_fixtures import check_swu, signing_pair, swupdate_reported_success
+from tests.ota_fixtures import check_swu
 
 needs_mender_artifact = pytest.mark.skipif(shutil.which("mender-artifact") is None,
                                            reason="apt-get install mender-artifact")

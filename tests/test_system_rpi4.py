@@ -1,7 +1,8 @@
 """The booted emulated Pi 4 (Debian arm64, systemd as init, under qemu-system-aarch64): the pieces
 the image is made of, and `amc test --target rpi4 --system` on the tiny bundle: graph outputs,
 front-end frames, transcripts and routes through the image's own amc-runner under systemd equal
-to the host's, the boot unit's patch after a reboot, and power cuts during that apply."""
+to the host's, the boot unit's patch after a reboot, Mender's and SWUpdate's installs of further
+updates (a tampered one refused), and power cuts during the boot unit's apply."""
 
 from __future__ import annotations
 
@@ -121,6 +122,22 @@ def test_booted_system_runs_the_bundle_patches_at_boot_and_survives_power_cuts()
     patch = result["patch"]
     assert patch["boot_unit"] == "active" and patch["moved_to_applied"] and patch["files_equal"]
     assert patch["patched_equal"]
+    assert result["ota"]["mender"] == "ok" and result["ota"]["swupdate"] == "ok", result["ota"]
+    mender = result["ota"]["details"]["mender"]
+    assert mender["installed_version_before_commit"] == 2 and mender["installed_version"] == 3
+    assert result["ota"]["details"]["swupdate"]["installed_version"] == 4
     cuts = result["power_cuts"]
     assert cuts["tried"] == 2 and cuts["corrupted"] == 0 and len(cuts["cuts"]) == 2
     assert result["ok"]
+
+
+def test_console_is_read_without_systemd_colour_codes(tmp_path):
+    from amc.ontarget.system import UNIT_STARTED
+    from amc.targets.vm import BootedSystem
+
+    vm = BootedSystem.__new__(BootedSystem)         # the console alone: nothing booted
+    vm.console_log = tmp_path / "console-1.log"
+    vm.console_log.write_bytes(b"         Starting \x1b[0;1;39mamc-patch.service\xe2\x80\xa6esume an interrupted one "
+                               b"first)...\r\n\x1b[0;32m  OK  \x1b[0m] Finished \x1b[0;1;39mamc-patch.service\x1b[0m\r\n")
+    assert re.search(UNIT_STARTED, vm.console())
+    assert re.search(r"Finished amc-patch\.service", vm.console())
