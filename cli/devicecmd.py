@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from amc.cli.output import print_json, progress_bar, stderr, stdout_to_stderr, warn
+from amc.common.errors import InputError
 
 Target = typer.Option(..., "--target", "-t", help="Board preset (see `amc targets`).")
 Bundle = typer.Option(None, "--bundle", exists=True, file_okay=False,
@@ -115,10 +116,12 @@ def image(
         preset = get_target(target)
         bundle = default_output(preset.name, preset.default_backend)
         if not (bundle / "manifest.json").is_file():
-            from amc.common.errors import InputError
             raise InputError(f"no bundle at {bundle}: run `amc compile --target {preset.name}` or pass --bundle")
     if dev_key:
         warn(DEV_IMAGE_WARNING)
+    if golden is not None and golden_data is not None:
+        raise InputError("--golden-data is where a golden utterance is picked when --golden gives none: "
+                         "give one of them")
     with progress_bar(not json_out) as report:
         result = build_image(target, bundle, output, key or [], dev_key, report=report,
                              golden=golden_option(golden, golden_text, max_cer), golden_data=golden_data)

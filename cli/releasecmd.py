@@ -52,6 +52,9 @@ def release(
 
     if mender == swupdate:
         raise InputError("give one of --mender or --swupdate")
+    if mender and hw_revision:
+        raise InputError("--hw-revision is SWUpdate's hardware compatibility; a Mender artifact depends on "
+                         "--device-type alone")
     result = build_release(blob, "mender" if mender else "swupdate", output, device_type,
                            golden_option(golden, golden_text, max_cer), hw_revision or [ANY_REVISION],
                            sign_key, sign_cert)

@@ -295,6 +295,12 @@ def test_image_cli_takes_repeated_keys_and_warns_of_the_development_key(tmp_path
         main(["image", "--target", "cortex-m4", "--bundle", str(bundle), "-o", str(tmp_path / "none")])
     assert exit_info.value.code == InputError.exit_code
     assert "--key KEY.pub (repeat for a keyring) or --dev-key" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:      # a golden utterance given and one to pick: which?
+        main(["image", "--target", "rpi4", "--bundle", str(bundle), "-o", str(tmp_path / "both"), "--dev-key",
+              "--golden", str(tmp_path / "g.wav"), "--golden-text", "hi", "--golden-data", str(tmp_path)])
+    assert exit_info.value.code == InputError.exit_code
+    assert "--golden-data is where a golden utterance is picked when --golden gives none" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
     try:
         main(["image", "--target", "cortex-m4", "--bundle", str(bundle), "-o", str(tmp_path / "ring"),
               "--key", str(pem), "--key", str(raw), "--json"])

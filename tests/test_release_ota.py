@@ -148,6 +148,7 @@ def test_cms_signature_refuses_a_certificate_of_another_key(release):
     ("device-type", "--device-type 'rpi 4': a device type is a letter"),
     ("not-wav", "notes.wav"),
     ("cert-only", "an SWUpdate release is signed with both --sign-key KEY.pem and --sign-cert CERT.pem"),
+    ("mender-revision", "--hw-revision is SWUpdate's hardware compatibility"),
 ])
 def test_bad_input_is_one_line_naming_it(release, capsys, case, expected):
     tmp, blob, wav = release
@@ -164,6 +165,7 @@ def test_bad_input_is_one_line_naming_it(release, capsys, case, expected):
         "device-type": [str(blob), "--swupdate", "--device-type", "rpi 4"],
         "not-wav": [str(blob), "--swupdate", "--golden", str(tmp / "notes.wav"), "--golden-text", "hi"],
         "cert-only": [str(blob), "--swupdate", "--sign-cert", str(tmp / "cert.pem")],
+        "mender-revision": [str(blob), "--mender", "--hw-revision", "1.0"],
     }[case]
     code, out, err = run_cli(["release", *args, "-o", str(tmp / "out")], capsys)
     assert code == InputError.exit_code, err
