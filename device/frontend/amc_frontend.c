@@ -143,6 +143,7 @@ int amc_frontend_init(amc_frontend_t *fe, const uint8_t *t, size_t size,
 void amc_frontend_reset(amc_frontend_t *fe)
 {
     fe->filled = 0;
+    fe->oldest = 0;
     fe->rows = 0;
 }
 
@@ -158,57 +159,157 @@ size_t amc_frontend_state_size(void)
 
 /* ---- one row -------------------------------------------------------------------------------- */
 
-static uint32_t reverse_bits(uint32_t i, uint32_t bits)
+/* The n real samples as m = n/2 complex ones, z[j] = y[2j] + i y[2j+1], through an m-point
+ * complex FFT (decimation in time: bit-reversed input, radix-4 butterflies in place), then the
+ * split step that turns its Z into the power of X at bins 0 .. m. The twiddles of the m-point
+ * transform are every other table value; where a twiddle is exactly 1 or -i there is no multiply.
+ *
+ * The transform runs on y = pcm * window, 2^15 times x = pcm / 32768 * window, and the split step
+ * leaves out its two halvings, so the powers come out as |2 Y|^2 = 2^32 |X|^2 (Y, X the spectra
+ * of y, x); row() scales each mel sum back by 2^-32. These scalings are powers of two, which
+ * float32 applies without rounding. */
+
+/* The value after r of a counter that counts in bit-reversed order, top being its highest bit:
+ * the carry runs from the top bit down. */
+static size_t next_reversed(size_t r, size_t top)
 {
-    uint32_t r = 0;
-    while (bits--) {
-        r = r << 1 | (i & 1u);
-        i >>= 1;
+    while (r & top) {
+        r ^= top;
+        top >>= 1;
     }
-    return r;
+    return r | top;
 }
 
-/* Windowed samples in bit-reversed order, then radix-2 decimation-in-time butterflies: the
- * textbook order, each twiddle taken from the table (stage `len` uses every n/len-th one). */
-static void fft(amc_frontend_t *fe)
+/* y[j]: the j-th sample of the row (pcm[] is a ring), windowed. */
+static inline float windowed(const amc_frontend_t *fe, size_t j)
 {
-    uint32_t n = fe->n_fft, i, len, start, k, shift;
+    return (float)fe->pcm[(fe->oldest + j) & (fe->n_fft - 1u)] * le_f32(fe->window + 4u * j);
+}
+
+/* One radix-4 butterfly on a and the already twiddled b, c, d: two radix-2 stages in one,
+ * written to r[0], r[len], r[2 len], r[3 len] (and i[...]):
+ *   (a + b) + (c + d),  (a - b) - i (c - d),  (a + b) - (c + d),  (a - b) + i (c - d). */
+static inline void butterfly4(float *r, float *i, size_t len, float ar, float ai, float br, float bi,
+                              float cr, float ci, float dr, float di)
+{
+    float sr = ar + br, si = ai + bi, tr = ar - br, ti = ai - bi;
+    float ur = cr + dr, ui = ci + di, vr = cr - dr, vi = ci - di;
+    r[0] = sr + ur;
+    i[0] = si + ui;
+    r[len] = tr + vi;
+    i[len] = ti - vr;
+    r[2u * len] = sr - ur;
+    i[2u * len] = si - ui;
+    r[3u * len] = tr - vi;
+    i[3u * len] = ti + vr;
+}
+
+/* Window the samples into re/im in bit-reversed order and run the first stage on them, whose
+ * twiddles are 1 (and -i, a swap): one radix-4 stage when log2(m) is even, else one radix-2
+ * stage. Returns the length of the transforms it leaves, 4 or 2. */
+static size_t first_stage(amc_frontend_t *fe)
+{
+    size_t m = fe->n_fft / 2u, g, r;
     float *re = fe->re, *im = fe->im;
 
-    for (i = 0; i < n; i++) {
-        uint32_t j = reverse_bits(i, fe->log2_n);
-        re[j] = (float)fe->pcm[i] * (1.0f / 32768.0f) * le_f32(fe->window + 4u * i);
-        im[j] = 0.0f;
+    if (fe->log2_n & 1u) {
+        /* position 4g + p takes z[r + q m/4]: r is g with its log2(m/4) bits reversed, q is p
+         * with its 2 bits reversed */
+        for (g = 0, r = 0; g < m / 4u; g++, r = next_reversed(r, m / 8u)) {
+            size_t a = 2u * r, b = a + m, c = a + m / 2u, d = c + m;       /* y index of z */
+            butterfly4(re + 4u * g, im + 4u * g, 1u, windowed(fe, a), windowed(fe, a + 1u),
+                       windowed(fe, b), windowed(fe, b + 1u), windowed(fe, c), windowed(fe, c + 1u),
+                       windowed(fe, d), windowed(fe, d + 1u));
+        }
+        return 4u;
     }
-    for (len = 2, shift = fe->log2_n - 1u; len <= n; len <<= 1, shift--) {
-        uint32_t half = len / 2u;
-        for (start = 0; start < n; start += len) {
-            for (k = 0; k < half; k++) {
-                const uint8_t *w = fe->twiddles + 8u * (k << shift);
-                float wr = le_f32(w), wi = le_f32(w + 4);
-                uint32_t a = start + k, b = a + half;
-                float tr = re[b] * wr - im[b] * wi, ti = re[b] * wi + im[b] * wr;
-                re[b] = re[a] - tr;
-                im[b] = im[a] - ti;
-                re[a] = re[a] + tr;
-                im[a] = im[a] + ti;
-            }
+    /* position 2g + p takes z[r + p m/2]: r is g with its log2(m/2) bits reversed */
+    for (g = 0, r = 0; g < m / 2u; g++, r = next_reversed(r, m / 4u)) {
+        size_t a = 2u * r, b = a + m;
+        float ar = windowed(fe, a), ai = windowed(fe, a + 1u);
+        float br = windowed(fe, b), bi = windowed(fe, b + 1u);
+        re[2u * g] = ar + br;
+        im[2u * g] = ai + bi;
+        re[2u * g + 1u] = ar - br;
+        im[2u * g + 1u] = ai - bi;
+    }
+    return 2u;
+}
+
+/* Radix-4 butterflies: every 4 transforms of length len, side by side, into one of 4 len. With
+ * a, b, c, d the k-th values of the 4 and w = W^(k n / (4 len)), W = exp(-2 pi i / n), the
+ * butterfly takes a, w^2 b, w c, w^3 d. At k = 0 the twiddles are 1; w^3 may lie past the table's
+ * half circle: W^(j + n/2) = -W^j. */
+static void radix4_stage(amc_frontend_t *fe, size_t len)
+{
+    size_t m = fe->n_fft / 2u, span = 4u * len, step = fe->n_fft / span, k, a;
+    float *re = fe->re, *im = fe->im;
+
+    for (a = 0; a < m; a += span)
+        butterfly4(re + a, im + a, len, re[a], im[a], re[a + len], im[a + len], re[a + 2u * len],
+                   im[a + 2u * len], re[a + 3u * len], im[a + 3u * len]);
+    for (k = 1; k < len; k++) {
+        const uint8_t *w1 = fe->twiddles + 8u * k * step, *w2 = fe->twiddles + 16u * k * step;
+        size_t j3 = 3u * k * step;
+        float w1r = le_f32(w1), w1i = le_f32(w1 + 4), w2r = le_f32(w2), w2i = le_f32(w2 + 4), w3r, w3i;
+        if (j3 < m) {
+            w3r = le_f32(fe->twiddles + 8u * j3);
+            w3i = le_f32(fe->twiddles + 8u * j3 + 4u);
+        } else {
+            w3r = -le_f32(fe->twiddles + 8u * (j3 - m));
+            w3i = -le_f32(fe->twiddles + 8u * (j3 - m) + 4u);
+        }
+        for (a = k; a < m; a += span) {
+            float *r = re + a, *i = im + a;
+            float br = r[len], bi = i[len], cr = r[2u * len], ci = i[2u * len];
+            float dr = r[3u * len], di = i[3u * len];
+            butterfly4(r, i, len, r[0], i[0], w2r * br - w2i * bi, w2r * bi + w2i * br,
+                       w1r * cr - w1i * ci, w1r * ci + w1i * cr, w3r * dr - w3i * di, w3r * di + w3i * dr);
         }
     }
 }
 
+/* The split step, in place: re[0 .. m] = |2 Y[k]|^2 from Z (see above), pairing k with m - k:
+ *   2 Y[k] = E + W^k O,  2 Y[m-k] = conj(E - W^k O),  E = Z[k] + conj Z[m-k],  O = -i (Z[k] - conj Z[m-k])
+ * and, W^0 being 1 and W^(m/2) being -i, 2 Y[0] = 2 (Re + Im) Z[0], 2 Y[m] = 2 (Re - Im) Z[0],
+ * 2 Y[m/2] = 2 conj Z[m/2]. */
+static void power_spectrum(amc_frontend_t *fe)
+{
+    size_t m = fe->n_fft / 2u, k;
+    float *re = fe->re, *im = fe->im;
+    float dc = re[0] + im[0], nyquist = re[0] - im[0];
+    float mid_r = re[m / 2u] + re[m / 2u], mid_i = im[m / 2u] + im[m / 2u];
+
+    for (k = 1; k < m / 2u; k++) {
+        float even_r = re[k] + re[m - k], even_i = im[k] - im[m - k];
+        float odd_r = im[k] + im[m - k], odd_i = re[m - k] - re[k];
+        float wr = le_f32(fe->twiddles + 8u * k), wi = le_f32(fe->twiddles + 8u * k + 4u);
+        float tr = wr * odd_r - wi * odd_i, ti = wr * odd_i + wi * odd_r;
+        float xr = even_r + tr, xi = even_i + ti, yr = even_r - tr, yi = even_i - ti;
+        re[k] = xr * xr + xi * xi;
+        re[m - k] = yr * yr + yi * yi;
+    }
+    dc = dc + dc;
+    nyquist = nyquist + nyquist;
+    re[0] = dc * dc;
+    re[m / 2u] = mid_r * mid_r + mid_i * mid_i;
+    re[m] = nyquist * nyquist;
+}
+
 static void row(amc_frontend_t *fe)
 {
-    uint32_t bins = fe->n_fft / 2u + 1u, b, m, j;
+    size_t len;
+    uint32_t m, j;
     const uint8_t *weight = fe->weights;
     float *mel = fe->frame + fe->rows * fe->n_mels;
 
-    fft(fe);
-    for (b = 0; b < bins; b++) fe->re[b] = fe->re[b] * fe->re[b] + fe->im[b] * fe->im[b];
+    for (len = first_stage(fe); len < fe->n_fft / 2u; len *= 4u) radix4_stage(fe, len);
+    power_spectrum(fe);
     for (m = 0; m < fe->n_mels; m++) {
         uint32_t first = le16(fe->spans + 4u * m), count = le16(fe->spans + 4u * m + 2u);
         float sum = 0.0f;
         for (j = 0; j < count; j++, weight += 4) sum = sum + fe->re[first + j] * le_f32(weight);
+        sum = sum * 0x1p-32f;                  /* the powers' 2^32 (see above) */
         mel[m] = amc_frontend_log(sum > fe->log_floor ? sum : fe->log_floor);
     }
     if (++fe->rows == fe->stack) {
@@ -223,16 +324,16 @@ int amc_frontend_push(amc_frontend_t *fe, const int16_t *pcm, size_t n)
 {
     if (!fe || (!pcm && n)) return -AMC_FE_EARG;
     while (n) {
-        uint32_t take = fe->n_fft - fe->filled, i;
+        uint32_t take = fe->n_fft - fe->filled, at = fe->oldest + fe->filled, i;
         if (take > n) take = (uint32_t)n;
-        for (i = 0; i < take; i++) fe->pcm[fe->filled + i] = pcm[i];
+        for (i = 0; i < take; i++) fe->pcm[(at + i) & (fe->n_fft - 1u)] = pcm[i];
         fe->filled += take;
         pcm += take;
         n -= take;
         if (fe->filled == fe->n_fft) {
             row(fe);
+            fe->oldest = (fe->oldest + fe->hop) & (fe->n_fft - 1u);
             fe->filled = fe->n_fft - fe->hop;
-            for (i = 0; i < fe->filled; i++) fe->pcm[i] = fe->pcm[i + fe->hop];
         }
     }
     return AMC_FE_OK;

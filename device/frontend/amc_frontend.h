@@ -8,7 +8,8 @@
  *
  * Per 10 ms row (hop samples), over the last n_fft samples:
  *   x = pcm / 32768 * window   (the hann window, zero-padded to n_fft as torch.stft does)
- *   X = FFT(x)                 (radix-2, n_fft a power of two)
+ *   X = FFT(x)                 (n_fft a power of two: an n_fft/2-point complex radix-4 FFT of
+ *                               the sample pairs x[2j] + i x[2j+1], then the split step to X)
  *   power[b] = re^2 + im^2     (b < n_fft/2 + 1)
  *   mel[m] = log(max(sum_b power[b] * weight[m][b], log_floor))
  * `stack` rows are concatenated into one frame of n_mels * stack floats; rows that do not fill a
@@ -39,7 +40,7 @@
  *   total-4 4     CRC-32 (IEEE 802.3, as zlib.crc32) of every byte before it
  *
  * Use:
- *   amc_frontend_t fe;                        caller-owned, about 6 KB with the default bounds
+ *   amc_frontend_t fe;                        caller-owned, about 4 KB with the default bounds
  *   rc = amc_frontend_init(&fe, tables, tables_size, on_frame, ctx);
  *   rc = amc_frontend_push(&fe, pcm, n);      any chunking; on_frame runs per complete frame
  * A row needs n_fft samples although the window covers only window_length of them: torch.stft
@@ -89,9 +90,10 @@ typedef struct {
     void *ctx;
     /* the stream */
     uint32_t filled;                       /* samples in pcm[] */
+    uint32_t oldest;                       /* pcm[] is a ring: where the first of them is */
     uint32_t rows;                         /* rows in frame[] */
     int16_t pcm[AMC_FE_MAX_NFFT];
-    float re[AMC_FE_MAX_NFFT], im[AMC_FE_MAX_NFFT];
+    float re[AMC_FE_MAX_NFFT / 2u + 1u], im[AMC_FE_MAX_NFFT / 2u];   /* the FFT, then the power */
     float frame[AMC_FE_MAX_FRAME];
 } amc_frontend_t;
 
