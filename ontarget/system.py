@@ -51,6 +51,7 @@ COUNTER = "/var/lib/amc/installed-version"
 UNIT = "amc-patch.service"
 UNIT_STARTED = r"Starting amc-patch\.service"
 STATUS_LINE = re.compile(r"amc-patch-status: (\S.*)")
+E_NOROLLBACK = 13   # amc-patch: "backup area no longer holds every touched page: rollback impossible, resume instead"
 RIG_FILES = {
     # the boot step's lines on the serial console, and the journal's state before it resumes,
     # where the rig reads them
@@ -234,8 +235,10 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
     boot unit started (delays spread over one uncut apply's duration, a few past it), then the
     system boots again until the boot unit has finished, at most `most_boots` times. Every third
     cut asks for a rollback instead: the next boot masks the boot unit and runs `amc-patch
-    rollback` by hand. Corrupted: a model equal to neither the new bundle (or, rolled back, the
-    old one) after that."""
+    rollback` by hand; where amc-patch refuses it because the apply's backup area no longer holds
+    every touched page (AMC_E_NOROLLBACK: a one-phase apply keeps a few pages' backups, not all),
+    the device does what the refusal says and resumes. Corrupted: a model equal to neither the new
+    bundle (or, rolled back, the old one) after that."""
     from amc.targets.vm import BOOT_TIMEOUT, BootedSystem
 
     base, new = model_hashes(bundle), model_hashes(new_bundle)
@@ -263,14 +266,18 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
             vm.wait_console(UNIT_STARTED, BOOT_TIMEOUT)
             time.sleep(delay)
             vm.power_cut()
-            boots, final = 0, None
+            boots, final, refused = 0, None, False
             while boots < most_boots:
                 boots += 1
                 vm.start("systemd.mask=amc-patch.service" if rollback else "")
                 vm.connect()
                 if rollback:
                     state = vm.sh(f"amc-patch status --dir {MODEL} --counter {COUNTER}", check=False).strip()
-                    vm.sh(f"amc-patch rollback --dir {MODEL} --keyring {KEYRING} {PENDING}/update.amcp", check=False)
+                    status, _ = vm.run(f"amc-patch rollback --dir {MODEL} --keyring {KEYRING} {PENDING}/update.amcp")
+                    if status == E_NOROLLBACK:
+                        refused = True
+                        vm.sh(f"amc-patch resume --dir {MODEL} --keyring {KEYRING} --counter {COUNTER} "
+                              f"{PENDING}/update.amcp", check=False)
                 else:
                     wait_boot_unit(vm)
                     found = STATUS_LINE.search(vm.console())
@@ -285,10 +292,12 @@ def power_cut_sweep(image, files: dict, bundle: Path, new_bundle: Path, blob: Pa
         ok = final == new or (rollback and final == base)
         corrupted += not ok
         boots_needed.append(boots)
-        outcomes.append({"delay_s": round(delay, 3), "rollback": rollback, "state_after_cut": state,
+        outcomes.append({"delay_s": round(delay, 3), "rollback": rollback, "rollback_refused": refused,
+                         "state_after_cut": state,
                          "ended": "new" if final == new else "old" if final == base else "corrupted",
                          "boots": boots})
     return {"tried": cuts, "corrupted": corrupted, "uncut_apply_s": round(duration, 2),
             "boots_needed": {"max": max(boots_needed, default=0), "mean": round(sum(boots_needed) / max(1, cuts), 2)},
             "states_after_cut": states, "rolled_back": sum(o["ended"] == "old" for o in outcomes),
+            "rollbacks_refused": sum(o["rollback_refused"] for o in outcomes),
             "cuts": outcomes}
