@@ -212,7 +212,7 @@ def sw_description(name: str, version: int, device_type: str, hw_revisions: list
         fields = [f'filename = "{file_name}";', f'type = "{kind}";',
                   f'sha256 = "{hashlib.sha256(content).hexdigest()}";']
         if kind == SWUPDATE_TYPE:
-            fields += [f'name = "amc-model";', f'version = "{version}";']
+            fields += ['name = "amc-model";', f'version = "{version}";']
         images.append((0 if kind == SWUPDATE_GOLDEN_TYPE else 1, fields))
     images.sort(key=lambda entry: entry[0])             # golden files are installed before the blob
     body = ",\n".join("\t\t\t{\n" + "".join(f"\t\t\t\t{f}\n" for f in fields) + "\t\t\t}"
