@@ -115,10 +115,10 @@ def ota_installs(vm, bundle: Path, signing_key: bytes, version: int, work: Path,
                 write_swu(artifacts[kind], name, "rpi4", [BOARD.split(":")[1]], payload, version, cert_key, cert)
         before = device_hashes(vm, model_hashes(bundle))
         code, log = _install(vm, client, artifacts["tampered"], cert)
-        refused = not _succeeded(client, code, log) and "amc-patch refused" in log
+        refused = not client_succeeded(client, code, log) and "amc-patch refused" in log
         untouched = device_hashes(vm, before) == before
         code, log = _install(vm, client, artifacts["good"], cert)
-        installed = _succeeded(client, code, log) and "health check passed" in log
+        installed = client_succeeded(client, code, log) and "health check passed" in log
         counter_at_install = _installed_version(vm, MODEL, COUNTER)
         if client == "mender":
             status, commit_log = vm.run("mender --no-syslog commit", 300)
@@ -154,7 +154,8 @@ def _install(vm, client: str, artifact: Path, cert: Path) -> tuple[int, str]:
     return code, log
 
 
-def _succeeded(client: str, code: int, log: str) -> bool:
+def client_succeeded(client: str, code: int, log: str) -> bool:
+    """Whether the client reported a successful install (SWUpdate's exit status is not always the answer)."""
     return code == 0 if client == "mender" else swupdate_reported_success(code, log)
 
 

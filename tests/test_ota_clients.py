@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from amc.compiler.release import ANY_REVISION, write_mender, write_swu
-from amc.ontarget.ota import signing_pair, swupdate_reported_success
+from amc.ontarget.ota import client_succeeded, signing_pair
 from amc.patch import blob as pb
 from tests.ota_fixtures import (Device, make_device, mender_unavailable, run_mender, run_swupdate, runner_health_check,
                                 stub_health_check, swupdate_unavailable, write_golden)
@@ -81,10 +81,6 @@ def _install(client: str, device: Device, artifact: Path) -> tuple[int, str]:
     return run.returncode, run.stdout + run.stderr
 
 
-def _succeeded(client: str, code: int, log: str) -> bool:
-    return code == 0 if client == "mender" else swupdate_reported_success(code, log)
-
-
 def _device(tmp: Path, golden_dir: Path | None = None) -> tuple[Device, bytes]:
     key = pb.example_signing_key()
     return make_device(tmp / "device", BASE, [pb.public_key(key)], stub_health_check(tmp), golden_dir), key
@@ -97,7 +93,7 @@ def test_good_artifact_installs_checks_and_commits(client, tmp_path):
     blob, new = pb.make_blob(BASE, RECORDS, VERSION, key)
     artifact = _artifact(client, tmp_path, _payload(blob, tmp_path, "pass: the expected text"))
     code, log = _install(client, device, artifact)
-    assert _succeeded(client, code, log), log[-3000:]
+    assert client_succeeded(client, code, log), log[-3000:]
     assert device.files() == new
     assert "health check passed" in log
     if client == "mender":                     # installed, not committed: the counter waits for commit
@@ -194,7 +190,7 @@ def test_the_image_golden_utterance_checks_an_update_that_carries_none(client, t
     device, key = _device(tmp_path, image_golden)
     blob, new = pb.make_blob(BASE, RECORDS, VERSION, key)
     code, log = _install(client, device, _artifact(client, tmp_path, _payload(blob, tmp_path, None)))
-    assert _succeeded(client, code, log), log[-3000:]
+    assert client_succeeded(client, code, log), log[-3000:]
     assert f"{image_golden}/golden.wav within max_cer 0.1" in log and device.files() == new
 
     bare, key = _device(tmp_path / "bare")
@@ -253,7 +249,7 @@ def test_real_update_checked_by_amc_runner(client, weight_update, tmp_path):
                    "golden.check": (golden / "golden.check").read_bytes()}
         artifact = _artifact(client, tmp_path, payload, name, version=2)
         code, log = _install(client, device, artifact)
-        assert _succeeded(client, code, log) if succeeds else code != 0, log[-3000:]
+        assert client_succeeded(client, code, log) if succeeds else code != 0, log[-3000:]
         assert "cer=0.0000 max_cer=0.0000" in log if succeeds else "health check failed" in log
         if succeeds and client == "mender":
             assert run_mender(device, "commit").returncode == 0
